@@ -24,6 +24,7 @@ from .errors import ClonekitError
 
 # Tokens that end a turn in common templates (whichever the vocabulary has).
 END_OF_TURN_TOKENS = ("<|im_end|>", "<|eot_id|>", "<end_of_turn>", "<|end|>", "<|endoftext|>", "</s>", "<|end_of_text|>", "<eos>")
+DEFAULT_SYSTEM_PROMPT = "You are chatting with a friend. Reply in your usual style."
 PAD_CANDIDATES = ("<|pad|>", "<pad>", "<|finetune_right_pad_id|>", "<|endoftext|>", "<unk>", "<|fim_pad|>")
 
 

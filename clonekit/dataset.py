@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from . import storage
+from .chat_template import DEFAULT_SYSTEM_PROMPT
 from .config import check, config_to_dict, opt, save_config
 from .errors import ClonekitError, InputError
 from .privacy import PrivacyConfig
@@ -38,7 +39,7 @@ class DatasetConfig:
     gap_hours: float = opt(4.0, "start a new conversation after this many hours of silence")
     context_turns: int = opt(6, "how many earlier turns each example keeps as context")
     merge_consecutive: bool = opt(True, "join consecutive messages of one sender into one turn")
-    system_prompt: str = opt("You are chatting with a friend. Reply in your usual style.", "system message at the start of every example ('' for none)")
+    system_prompt: str = opt(DEFAULT_SYSTEM_PROMPT, "system message at the start of every example ('' for none)")
     validation_fraction: float = opt(0.1, "share of conversations held out for validation (whole conversations: no leakage)")
     seed: int = opt(42, "seed of the train/validation split")
     max_message_chars: int = opt(2000, "drop messages longer than this (pasted logs, articles); counted as too_long")

@@ -1,0 +1,81 @@
+"""Dataset stage: roles, filters, merging, time-gap splits, examples, leak-free split, and the whole prepare."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from clonekit.dataset import (DatasetConfig, assign_roles, build_examples, filter_messages, merge_consecutive,
+                              split_by_gap, split_conversations)
+from clonekit.errors import ConfigError
+from clonekit.records import Conversation, Message
+
+T0 = datetime(2024, 3, 1, 10, 0, tzinfo=timezone.utc)
+
+
+def msg(author: str, text: str, minutes: float, kind: str = "text") -> Message:
+    return Message(role="", content=text, author=author, timestamp=T0 + timedelta(minutes=minutes), kind=kind)
+
+
+def chat(*messages: Message, owner: str = "Alex") -> Conversation:
+    return Conversation(id="tg:1", messages=list(messages), owner=owner, participants=["Alex", "Bob"], format="telegram")
+
+
+def test_config_collects_all_problems():
+    with pytest.raises(ConfigError) as e:
+        DatasetConfig(gap_hours=0, validation_fraction=1.5, context_turns=-1)
+    assert all(k in str(e.value) for k in ("gap_hours", "validation_fraction", "context_turns"))
+
+
+def test_persona_becomes_assistant_and_others_neutral_users():
+    conv = assign_roles(chat(msg("Bob", "hi", 0), msg("Alex", "yo", 1), msg("Carol", "hey all", 2)), {"alex"})
+    assert [(m.role, m.author) for m in conv.messages] == [("user", "User"), ("assistant", "Me"), ("user", "User 2")]
+    # in a group chat the other speakers stay distinguishable, by neutral names only
+    assert [m.content for m in conv.messages] == ["User: hi", "yo", "User 2: hey all"]
+    assert "Bob" not in json.dumps([m.content for m in conv.messages])
+
+
+def test_filters_count_every_dropped_message():
+    conv = assign_roles(chat(
+        msg("Bob", "", 0, kind="service"), msg("Bob", "", 1, kind="media"), msg("Bob", "fwd text", 2, kind="forward"),
+        msg("Bob", "https://example.com/x", 3), msg("Bob", "x" * 5000, 4), msg("Alex", "ok!", 5), msg("Alex", "OK", 6),
+        msg("Alex", "😎", 7, kind="sticker"), msg("Bob", "   ", 8), msg("Alex", "real words", 9)), {"alex"})
+    skipped: Counter = Counter()
+    kept = filter_messages(conv, DatasetConfig(), skipped)
+    assert [m.content for m in kept.messages] == ["ok!", "😎", "real words"]
+    assert skipped == {"service": 1, "media_only": 1, "forward": 1, "link_only": 1, "too_long": 1, "near_duplicate": 1, "empty": 1}
+    assert sum(skipped.values()) + len(kept.messages) == len(conv.messages)
+
+
+def test_merge_and_gap_split():
+    conv = assign_roles(chat(msg("Bob", "hi", 0), msg("Bob", "you there?", 1), msg("Alex", "yes", 2),
+                             msg("Alex", "what", 3), msg("Bob", "next day", 60 * 30)), {"alex"})
+    merged = merge_consecutive(conv)
+    assert [m.content for m in merged.messages] == ["hi\nyou there?", "yes\nwhat", "next day"]
+    pieces = split_by_gap(merged, gap_hours=4)
+    assert [len(p.messages) for p in pieces] == [2, 1] and pieces[0].id == "tg:1#0" and pieces[1].id == "tg:1#1"
+
+
+def test_examples_give_each_reply_context_and_learn_it_once():
+    turns = [msg("Bob" if i % 2 == 0 else "Alex", f"t{i}", i) for i in range(8)]
+    conv = merge_consecutive(assign_roles(chat(*turns), {"alex"}))
+    examples = build_examples(conv, DatasetConfig(context_turns=3, system_prompt="S"))
+    assert len(examples) == 4  # one per persona reply
+    last = examples[-1].messages
+    assert last[0] == {"role": "system", "content": "S"}
+    assert last[1:] == [{"role": "user", "content": "t4"}, {"role": "assistant", "content": "t5", "weight": 0},
+                        {"role": "user", "content": "t6"}, {"role": "assistant", "content": "t7"}]
+    trained = [m["content"] for e in examples for m in e.messages if m["role"] == "assistant" and m.get("weight", 1)]
+    assert trained == ["t1", "t3", "t5", "t7"]
+
+
+def test_validation_split_is_by_whole_conversation_and_stable():
+    ids = [f"c{i}" for i in range(50)]
+    val = split_conversations(ids, 0.2, seed=1)
+    assert len(val) == 10 and val <= set(ids)
+    assert len(val & split_conversations(ids + ["new"], 0.2, seed=1)) >= 9  # new data moves at most one old conversation
+    assert split_conversations(ids, 0.2, seed=2) != val
+    assert split_conversations(["only"], 0.5, seed=1) == set()
