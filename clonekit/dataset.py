@@ -362,6 +362,39 @@ def run_prepare(config: DatasetConfig) -> PrepareResult:
     return PrepareResult(out, paths["train"], paths["validation"], manifest)
 
 
+def scrubbed_probes(data_dir: str | Path, limit: int = 32) -> tuple[list[tuple[list[dict[str, str]], str, str]], str]:
+    """Re-read the exports a dataset was built from and rebuild the probes of `privacy.scrubbed_item_probes`
+    for items scrubbed from the persona's messages (values stay in memory). Returns (probes, note)."""
+    from .config import load_config
+    from .formats import parse_export
+    from .privacy import redact_conversation, scrubbed_item_probes
+
+    cfg_path = storage.dataset_paths(data_dir)["config"]
+    if not cfg_path.exists():
+        return [], f"no {cfg_path}: cannot find the exports to probe"
+    config = load_config(DatasetConfig, cfg_path)
+    missing = [p for p in config.inputs if not Path(p).exists()]
+    if missing or not config.privacy.enabled:
+        return [], (f"the exports are not here any more ({', '.join(missing)})" if missing else "scrubbing was off")
+    probes: list = []
+    for i, path in enumerate(config.inputs):
+        me = [config.me[i]] if len(config.me) == len(config.inputs) > 1 else config.me
+        for conv in parse_export(path, None if config.format == "auto" else config.format):
+            if conv.format in READY_FORMATS or all(m.role for m in conv.messages):
+                roled = conv
+            else:
+                wanted = persona_names(conv, me)
+                if not wanted or not any(_matches(m, wanted) for m in conv.messages if m.kind != "service"):
+                    continue
+                roled = assign_roles(conv, wanted)
+            kept = filter_messages(roled, config, Counter())
+            redacted, _, found = redact_conversation(kept, config.privacy)
+            probes += scrubbed_item_probes(kept, redacted, found, config.context_turns)
+            if len(probes) >= limit:
+                return probes[:limit], ""
+    return probes, "" if probes else "nothing was scrubbed from the persona's messages"
+
+
 def load_examples(data_dir: str | Path, split: str = "train") -> list[dict[str, Any]]:
     """Rows of train.jsonl / validation.jsonl as plain dicts ({"messages": [...]})."""
     return storage.read_jsonl(storage.dataset_paths(data_dir)[split])

@@ -255,6 +255,22 @@ def measure_leakage(model, tokenizer, config: EvalConfig, data_dir: Path, privac
                            "exposure_base": sum(r["base"] for r in rows) / len(rows), "max_exposure": rows[0]["max"]}
     else:
         out["canaries"] = f"none planted ({path} not found)"
+    # Scrubbed items: prompted with the (redacted) text before each one, does the original value come out?
+    from .dataset import scrubbed_probes
+
+    probes, note = scrubbed_probes(data_dir, limit)
+    if probes:
+        prefixes = [tokenizer.apply_chat_template(before, tokenize=False, add_generation_prompt=True) + partial
+                    for before, partial, _ in probes]
+        values = [v for _, _, v in probes]
+        clone = privacy.leakage_probe(model, tokenizer, prefixes, values)
+        with adapter_off(model):
+            base = privacy.leakage_probe(model, tokenizer, prefixes, values)
+        out["scrubbed_items"] = {"n": len(probes), "leaked_clone": clone["leaked"],
+                                 "leaked_base": base["leaked"],
+                                 "leak_rate_clone": clone["leak_rate"], "leak_rate_base": base["leak_rate"]}
+    else:
+        out["scrubbed_items"] = f"not probed: {note}"
     # Verbatim memorization: prompted with a training context, does the model write the training reply (20+ chars)?
     train_path = storage.dataset_paths(data_dir)["train"]
     pairs = [split_row(r["messages"]) for r in storage.read_jsonl(train_path)] if train_path.exists() else []

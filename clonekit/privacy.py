@@ -1181,6 +1181,31 @@ def canary_exposure(model: Any, tokenizer: Any, canary_prefix: str, secret: str,
             "space_log2": log2_space}
 
 
+def scrubbed_item_probes(original: Conversation, redacted: Conversation, findings: Sequence[Finding],
+                         context_turns: int = 6, role: str = "assistant") -> list[tuple[list[dict[str, str]], str, str]]:
+    """Probes for the leakage test: for each item scrubbed from a `role` message,
+    (the redacted turns before it, its message's redacted text up to the item, the original value).
+
+    The model learned the redacted text; prompted with it, it must not write the
+    original value. Values exist only in the returned tuples (in memory), never on disk.
+
+    >>> from clonekit.records import Message
+    >>> orig = Conversation("c", [Message("user", "твой номер?"), Message("assistant", "пиши на bob@mail.ru ок")])
+    >>> red, _, found = redact_conversation(orig, PrivacyConfig(names=False))
+    >>> scrubbed_item_probes(orig, red, found)
+    [([{'role': 'user', 'content': 'твой номер?'}], 'пиши на ', 'bob@mail.ru')]
+    """
+    probes = []
+    for f in findings:
+        msg = original.messages[f.message_index]
+        if msg.role != role:
+            continue
+        before = [{"role": m.role, "content": m.content} for m in redacted.messages[max(0, f.message_index - context_turns):f.message_index]
+                  if m.role in ("user", "assistant")]
+        probes.append((before, redacted.messages[f.message_index].content[:f.out_start], msg.content[f.start:f.end]))
+    return probes
+
+
 def leakage_probe(model: Any, tokenizer: Any, prefixes: Sequence[str], secrets: Sequence[str],
                   max_new_tokens: int | None = None, batch_size: int = 8) -> dict[str, Any]:
     """Prompt with the text before each scrubbed item and check the original value does not come out.

@@ -79,3 +79,24 @@ def test_validation_split_is_by_whole_conversation_and_stable():
     assert len(val & split_conversations(ids + ["new"], 0.2, seed=1)) >= 9  # new data moves at most one old conversation
     assert split_conversations(ids, 0.2, seed=2) != val
     assert split_conversations(["only"], 0.5, seed=1) == set()
+
+
+def test_scrubbed_probes_rebuild_the_persona_items_from_the_export(tmp_path):
+    """The leakage check prompts with the redacted text before each scrubbed item; values exist only in memory."""
+    from clonekit.dataset import run_prepare, scrubbed_probes
+
+    from conftest import ROOT
+
+    export = ROOT / "data_samples" / "telegram" / "result.json"
+    run_prepare(DatasetConfig(inputs=[str(export)], out_dir=str(tmp_path), tokenizer="none"))
+    probes, note = scrubbed_probes(tmp_path)
+    assert probes, note
+    written = "".join(p.read_text(encoding="utf-8") for p in tmp_path.iterdir() if p.is_file())
+    raw = export.read_text(encoding="utf-8")
+    for before, partial, value in probes:
+        assert value in raw and value not in written  # a real scrubbed value, absent from every file prepare wrote
+        assert value not in partial and all(value not in t["content"] for t in before)
+        assert before and before[-1]["role"] == "user"
+    (tmp_path / "dataset_config.json").write_text(
+        (tmp_path / "dataset_config.json").read_text(encoding="utf-8").replace(str(export), "/gone/result.json"), encoding="utf-8")
+    assert scrubbed_probes(tmp_path) == ([], "the exports are not here any more (/gone/result.json)")
