@@ -168,13 +168,32 @@ def filter_messages(conv: Conversation, config: DatasetConfig, skipped: Counter)
 # ---------------------------------------------------------------- turns and conversations
 
 
+def _elapsed(a, b) -> timedelta:
+    """b - a; when only one of them has a time zone (a CSV row without an offset), compare wall clocks."""
+    if (a.tzinfo is None) != (b.tzinfo is None):
+        a, b = a.replace(tzinfo=None), b.replace(tzinfo=None)
+    return b - a
+
+
+def public_conversation_id(cid: str) -> str:
+    """The id written to the JSONL: the format and a hash, never the chat's title or a person's name.
+
+    >>> public_conversation_id("whatsapp:Marina Volkova#2")
+    'whatsapp:4f6833e9784d#2'
+    """
+    base, _, piece = cid.partition("#")
+    fmt, _, rest = base.partition(":")
+    digest = hashlib.sha256(base.encode("utf-8")).hexdigest()[:12]
+    return f"{fmt if rest else 'chat'}:{digest}" + (f"#{piece}" if piece else "")
+
+
 def split_by_gap(conv: Conversation, gap_hours: float) -> list[Conversation]:
     """Cut a chat wherever nobody wrote for `gap_hours`; pieces get ids `<id>#<n>`."""
     gap = timedelta(hours=gap_hours)
     pieces: list[list[Message]] = []
     for m in conv.messages:
         prev = pieces[-1][-1] if pieces else None
-        if prev is None or (m.timestamp and prev.timestamp and m.timestamp - prev.timestamp > gap):
+        if prev is None or (m.timestamp and prev.timestamp and _elapsed(prev.timestamp, m.timestamp) > gap):
             pieces.append([m])
         else:
             pieces[-1].append(m)
@@ -216,7 +235,7 @@ def build_examples(conv: Conversation, config: DatasetConfig) -> list[Example]:
         window = [dict(x, weight=0) if x["role"] == "assistant" else dict(x) for x in turns[start:i]] + [dict(t)]
         if config.system_prompt:
             window.insert(0, {"role": "system", "content": config.system_prompt})
-        examples.append(Example(messages=window, conversation_id=conv.id, meta={"format": conv.format}))
+        examples.append(Example(messages=window, conversation_id=public_conversation_id(conv.id), meta={"format": conv.format}))
     return examples
 
 

@@ -100,3 +100,57 @@ def test_scrubbed_probes_rebuild_the_persona_items_from_the_export(tmp_path):
     (tmp_path / "dataset_config.json").write_text(
         (tmp_path / "dataset_config.json").read_text(encoding="utf-8").replace(str(export), "/gone/result.json"), encoding="utf-8")
     assert scrubbed_probes(tmp_path) == ([], "the exports are not here any more (/gone/result.json)")
+
+
+EXPORTS = "tests/fixtures/exports/"
+PER_FORMAT = [  # (export, --me, messages per sender as the fixture holds them)
+    ("telegram/full_export.json", [], {"Алексей Смирнов": 8, "Marina Volkova": 2, "Дима Козлов": 1, "": 1, "Weather Bot": 1, "Someone Else": 1}),
+    ("telegram_html/ChatExport_2024-03-20", ["Алексей Смирнов"], {"Алексей Смирнов": 5, "Marina Volkova": 3}),
+    ("whatsapp/WhatsApp Chat with Marina Volkova.txt", ["Алексей Смирнов"], {"Алексей Смирнов": 6, "Marina Volkova": 5}),
+    ("whatsapp/ios_chat.txt", ["Алексей"], {"Алексей": 5, "Марина Волкова": 4}),
+    ("whatsapp/WhatsApp Chat - Дима Козлов.zip", ["Алексей Смирнов"], {"Дима Козлов": 3, "Алексей Смирнов": 2}),
+    ("vk/Archive", [], {"Вы": 6, "Марина Волкова": 4, "Пиццерия Тесто": 1}),
+    ("discord/dm_marina.json", ["Алексей"], {"Алексей": 5, "Marina": 3, "ReminderBot": 1}),
+    ("messenger/your_facebook_activity", [], {"Алексей Смирнов": 5, "Marina Volkova": 5, "Дима Козлов": 1}),
+    ("instagram/your_instagram_activity", ["alexey.s"], {"marina.v": 2, "alexey.s": 1}),
+    ("datasets/openai.jsonl", [], {"user": 4, "assistant": 4, "system": 2}),
+    ("datasets/sharegpt.json", [], {"user": 2, "assistant": 2, "system": 1}),
+    ("datasets/alpaca.json", [], {"user": 3, "assistant": 3, "system": 1}),
+    ("datasets/chat.csv", ["Алексей Смирнов"], {"Алексей Смирнов": 3, "Marina Volkova": 2}),
+]
+
+
+@pytest.mark.parametrize("export, me, senders", PER_FORMAT, ids=[p[0].split("/")[0] + ":" + p[0].split("/")[-1] for p in PER_FORMAT])
+def test_prepare_on_every_format_counts_every_message_and_writes_valid_examples(export, me, senders, tmp_path):
+    from clonekit.dataset import run_prepare
+
+    from conftest import ROOT
+
+    result = run_prepare(DatasetConfig(inputs=[str(ROOT / EXPORTS / export)], me=me, out_dir=str(tmp_path), tokenizer="none",
+                                       validation_fraction=0.0))
+    assert result.manifest["messages_by_sender"] == senders
+    rows = [json.loads(line) for line in result.train_path.read_text(encoding="utf-8").splitlines()]
+    assert len(rows) == result.manifest["examples"]["train"] > 0
+    for row in rows:
+        roles = [m["role"] for m in row["messages"] if m["role"] != "system"]
+        assert roles[-1] == "assistant" and roles[0] == "user"
+        assert all(a != b for a, b in zip(roles, roles[1:]))  # turns alternate, as chat templates require
+        assert all(m["content"].strip() for m in row["messages"])
+    names = [n for n in senders if n not in ("user", "assistant", "system", "") and n not in me and n != "Вы"]
+    assert not any(n in result.train_path.read_text(encoding="utf-8") for n in names)  # others are neutral roles
+
+
+def test_prepare_mixes_one_persona_across_apps(tmp_path):
+    from clonekit.dataset import run_prepare
+
+    from conftest import ROOT
+
+    inputs = [str(ROOT / EXPORTS / "telegram/single_chat.json"), str(ROOT / EXPORTS / "whatsapp/ios_chat.txt")]
+    one = run_prepare(DatasetConfig(inputs=inputs, me=["Алексей Смирнов", "Алексей"], out_dir=str(tmp_path / "a"), tokenizer="none"))
+    assert one.manifest["messages_by_sender"] == {"Алексей Смирнов": 8, "Marina Volkova": 8, "Алексей": 5, "Марина Волкова": 4}
+    total = sum(one.manifest["examples"].values())
+    # the same export given twice adds nothing: its conversations are recognised as duplicates and counted
+    twice = run_prepare(DatasetConfig(inputs=[*inputs, inputs[0]], me=["Алексей Смирнов", "Алексей", "Алексей Смирнов"],
+                                      out_dir=str(tmp_path / "b"), tokenizer="none"))
+    assert sum(twice.manifest["examples"].values()) == total
+    assert twice.manifest["skipped"]["duplicate_conversations"] >= 1
