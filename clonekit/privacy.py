@@ -1240,21 +1240,3 @@ def leakage_probe(model: Any, tokenizer: Any, prefixes: Sequence[str], secrets: 
         if secret.lower() in out.lower() or (len(digits) >= 6 and digits in _NONDIGIT.sub("", out)):
             leaked.append({"index": i, "masked": mask_value(secret, "name")})
     return {"n": len(outputs), "leaked": len(leaked), "leak_rate": len(leaked) / max(1, len(outputs)), "items": leaked}
-
-
-def collect_leakage_probes(conversations: Iterable[Conversation], config: PrivacyConfig, limit: int = 100,
-                           context_chars: int = 200, seed: int = 0) -> tuple[list[str], list[str]]:
-    """(prefixes, secrets) for `leakage_probe`: the scrubbed text before each item, and its raw value.
-
-    The secrets are raw personal data: keep them in memory, never write them.
-    """
-    pairs = []
-    for conv in conversations:
-        new, _, findings = redact_conversation(conv, config)
-        for f in findings:
-            prefix = new.messages[f.message_index].content[:f.out_start][-context_chars:]
-            if prefix.strip():
-                pairs.append((prefix, conv.messages[f.message_index].content[f.start:f.end]))
-    random.Random(seed).shuffle(pairs)
-    pairs = pairs[:limit]
-    return [p for p, _ in pairs], [s for _, s in pairs]

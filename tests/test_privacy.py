@@ -16,7 +16,7 @@ import pytest
 
 from clonekit import privacy
 from clonekit.errors import ConfigError
-from clonekit.privacy import (Finding, PrivacyConfig, RedactionState, canary_exposure, collect_leakage_probes,
+from clonekit.privacy import (Finding, PrivacyConfig, RedactionState, canary_exposure, scrubbed_item_probes,
                               iban_ok, inn_ok, insert_canaries, leakage_probe, luhn_ok, mask_value, redact_conversation,
                               redact_text, snils_ok, wallet_ok, write_privacy_report)
 from clonekit.records import Conversation, Example, Message
@@ -267,11 +267,18 @@ def test_insert_canaries():
         insert_canaries(ex, n=10, repeats=2)
 
 
-def test_collect_leakage_probes():
-    prefixes, secrets = collect_leakage_probes([make_conv()], ALL_ON, limit=50)
-    assert len(prefixes) == len(secrets) >= 4
-    assert "+7 916 123-45-67" in secrets and "Qwerty123!" in secrets
-    assert not any(s in p for p in prefixes for s in secrets)
+def test_scrubbed_item_probes_give_redacted_context_and_raw_value():
+    conv = make_conv()
+    conv = Conversation(id=conv.id, participants=conv.participants,
+                        messages=[Message(role=("user", "assistant")[i % 2], content=m.content, author=m.author) for i, m in enumerate(conv.messages)])
+    new, _, findings = redact_conversation(conv, ALL_ON)
+    probes = scrubbed_item_probes(conv, new, findings, role="assistant")
+    values = [v for _, _, v in probes]
+    assert "8 (916) 123-45-67" in values and "Марине" in values  # items of the assistant's (persona's) messages only
+    assert "+7 916 123-45-67" not in values and "Qwerty123!" not in values  # those were the user's
+    for before, partial, value in probes:
+        assert value not in partial and not any(value in t["content"] for t in before)
+        assert before[-1]["role"] == "user" and "<PHONE>" in before[0]["content"]
 
 
 @pytest.fixture(scope="module")
