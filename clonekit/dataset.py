@@ -2,7 +2,7 @@
 
 Pipeline, each step a pure function on records:
   parse (formats/) -> assign roles (--me is the assistant, others become "User")
-  -> filter (service, media, forwards, ... counted) -> scrub personal data (privacy.py)
+  -> filter (service, media, forwards, ... counted) -> scrub personal data (privacy/)
   -> merge consecutive messages of one sender -> split at time gaps
   -> examples (each persona reply with up to N prior turns) -> split by conversation.
 

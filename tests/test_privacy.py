@@ -1,4 +1,4 @@
-"""Tests for clonekit.privacy: detection, placeholders, reports, canaries.
+"""Tests for clonekit.privacy: detection, placeholders, reports, leakage probes (canaries: test_leakage.py).
 
 The labelled set (tests/fixtures/privacy/labelled.jsonl) comes from make_labelled.py beside it;
 bench/privacy_scrub.py prints the same per-type table with timings.
@@ -16,10 +16,9 @@ import pytest
 
 from clonekit import privacy
 from clonekit.errors import ConfigError
-from clonekit.privacy import (Finding, PrivacyConfig, RedactionState, canary_exposure, scrubbed_item_probes,
-                              iban_ok, inn_ok, insert_canaries, leakage_probe, luhn_ok, mask_value, redact_conversation,
-                              redact_text, snils_ok, wallet_ok, write_privacy_report)
-from clonekit.records import Conversation, Example, Message
+from clonekit.privacy import (Finding, PrivacyConfig, RedactionState, iban_ok, inn_ok, luhn_ok, mask_value, redact_conversation,
+                              redact_text, scrubbed_item_probes, snils_ok, wallet_ok, write_privacy_report)
+from clonekit.records import Conversation, Message
 
 FIXTURES = Path(__file__).parent / "fixtures" / "privacy"
 sys.path.insert(0, str(FIXTURES))
@@ -34,7 +33,8 @@ def scrub(text: str, **kw) -> str:
 
 
 def test_module_doctests():
-    assert doctest.testmod(privacy).failed == 0
+    for module in (privacy, privacy.checksums, privacy.patterns, privacy.names, privacy.scanner, privacy.report):
+        assert doctest.testmod(module).failed == 0, module.__name__
 
 
 # ---------------------------------------------------------------- detection
@@ -245,26 +245,7 @@ def test_labelled_set_precision_and_recall():
     assert off["recall"] == 0
 
 
-# ---------------------------------------------------------------- memorisation checks
-
-
-def examples(n: int) -> list[Example]:
-    return [Example([{"role": "user", "content": f"q{i}"}, {"role": "assistant", "content": f"a{i}"}], f"c{i}") for i in range(n)]
-
-
-def test_insert_canaries():
-    ex = examples(10)
-    before = copy.deepcopy(ex)
-    new, canaries = insert_canaries(ex, n=2, seed=7, repeats=2)
-    assert ex == before and len(new) == 10 and len(canaries) == 2
-    assert (new, canaries) == insert_canaries(ex, n=2, seed=7, repeats=2)
-    for c in canaries:
-        holders = [i for i, e in enumerate(new) if c.text in e.messages[-1]["content"]]
-        assert holders == list(c.examples) and len(holders) == 2
-        assert len(c.secret.split()) == 6 and all(d.isdigit() for d in c.secret.split())
-    assert insert_canaries(ex, n=2, seed=8)[1] != canaries
-    with pytest.raises(ValueError, match="need 20 examples"):
-        insert_canaries(ex, n=10, repeats=2)
+# ---------------------------------------------------------------- leakage probes (canaries: test_leakage.py)
 
 
 def test_scrubbed_item_probes_give_redacted_context_and_raw_value():
@@ -279,44 +260,3 @@ def test_scrubbed_item_probes_give_redacted_context_and_raw_value():
     for before, partial, value in probes:
         assert value not in partial and not any(value in t["content"] for t in before)
         assert before[-1]["role"] == "user" and "<PHONE>" in before[0]["content"]
-
-
-@pytest.fixture(scope="module")
-def tiny_model():
-    torch = pytest.importorskip("torch")
-    transformers = pytest.importorskip("transformers")
-    import os
-
-    os.environ.setdefault("CLONEKIT_HOME", str(Path(__file__).resolve().parents[1] / ".clonekit"))
-    from clonekit.models import resolve_base_model
-
-    path = resolve_base_model("smollm2-135m-instruct")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # on a busy 2-core machine more threads only wait on each other
-    tok = transformers.AutoTokenizer.from_pretrained(path)
-    model = transformers.AutoModelForCausalLM.from_pretrained(path)
-    yield model, tok
-    torch.set_num_threads(threads)
-
-
-@pytest.mark.slow
-def test_canary_exposure_high_when_copyable_low_when_random(tiny_model):
-    model, tok = tiny_model
-    secret = "4 8 1 5 9 2"
-    copyable = canary_exposure(model, tok, f"Note: my pin code is {secret}. Again: my pin code is ", secret,
-                               n_candidates=31, seed=1)
-    assert copyable["max_exposure"] == 5.0 and copyable["n_candidates"] == 31
-    assert copyable["rank"] <= 2 and copyable["exposure"] >= 4.0, copyable
-    unseen = [canary_exposure(model, tok, "my pin code is ", s, n_candidates=31, seed=i)["exposure"]
-              for i, s in enumerate(["7 3 0 6 2 8", "2 9 5 1 4 6"])]
-    assert sum(unseen) / len(unseen) < 3.0, unseen
-    assert copyable["exposure"] - max(unseen) >= 1.5, (copyable, unseen)
-
-
-@pytest.mark.slow
-def test_leakage_probe_catches_a_copied_value(tiny_model):
-    model, tok = tiny_model
-    copyable = "Contact: 730628\nContact: 730628\nContact: 730628\nContact:"
-    result = leakage_probe(model, tok, [copyable, "Contact:"], ["730628", "730628"])
-    assert result["n"] == 2 and result["leaked"] == 1 and result["items"][0]["index"] == 0, result
-    assert result["items"][0]["masked"] == "7*****"
