@@ -4,8 +4,9 @@
 bf16); `gpu_advice()` turns that into one plain paragraph (how to switch the
 Colab runtime to a T4 when there is no GPU). `RECOMMENDED_MODELS` lists hub
 models that fine-tune on a free T4 (15 GB) with QLoRA, each with the settings
-that fit it; `estimate_memory_gb` and `estimate_minutes` say how the numbers
-were obtained: they are formulas (below), not measurements on a T4.
+that fit it; `estimate_memory_gb` (clonekit.memory's model with T4 settings) and
+`estimate_minutes` say how the numbers were obtained: they are formulas,
+not measurements on a T4.
 
 Run as: python -m clonekit.colab      (prints the runtime and the model table)
 """
@@ -15,7 +16,7 @@ from __future__ import annotations
 import os
 import platform
 import shutil
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from . import storage
@@ -131,7 +132,7 @@ RECOMMENDED_MODELS: tuple[BaseModelChoice, ...] = (
                     note="small and quick; weaker Russian"),
     BaseModelChoice("meta-llama/Llama-3.2-3B-Instruct", "Llama-3", 3.21, 3072, 28, 8192, 128256, 24, 8, 128, True, 1024, 2, 8, gated=True),
     BaseModelChoice("google/gemma-3-1b-it", "Gemma", 1.0, 1152, 26, 6912, 262144, 4, 1, 256, True, 1024, 2, 8, gated=True,
-                    note="large vocabulary: logits dominate memory; fp16 on a T4 can overflow, watch for NaN loss"),
+                    note="large vocabulary (262k); fp16 on a T4 can overflow, watch for NaN loss"),
     BaseModelChoice("google/gemma-3-4b-it", "Gemma", 4.3, 2560, 34, 10240, 262208, 8, 4, 256, True, 1024, 1, 16, gated=True,
                     note="text+image model (the vision tower is loaded too); fp16 on a T4 can overflow"),
     BaseModelChoice("mistralai/Mistral-7B-Instruct-v0.3", "Mistral [INST]", 7.25, 4096, 32, 14336, 32768, 32, 8, 128, False, 1024, 1, 16,
@@ -157,45 +158,37 @@ def pick_model(gpu_memory_gb: float, budget_fraction: float = T4_BUDGET_GB / T4_
 # ---------------------------------------------------------------- estimates
 
 
-def _lora_params(m: BaseModelChoice, r: int) -> int:
-    """LoRA on every linear layer (q, k, v, o, gate, up, down): r x (in + out) each."""
-    q_out, kv_out = m.heads * m.head_dim, m.kv_heads * m.head_dim
-    per_layer = (m.hidden + q_out) + 2 * (m.hidden + kv_out) + (q_out + m.hidden) + 2 * (m.hidden + m.intermediate) + (m.intermediate + m.hidden)
-    return r * per_layer * m.layers
+def model_config(m: BaseModelChoice) -> dict[str, Any]:
+    """The model's shape as the config.json keys clonekit.memory reads."""
+    return {"vocab_size": m.vocab, "hidden_size": m.hidden, "intermediate_size": m.intermediate, "num_hidden_layers": m.layers,
+            "num_attention_heads": m.heads, "num_key_value_heads": m.kv_heads, "head_dim": m.head_dim,
+            "tie_word_embeddings": m.tied_embeddings}
 
 
 def estimate_memory_gb(m: BaseModelChoice, max_seq_length: int | None = None, micro_batch_size: int | None = None,
-                       lora_r: int = 16, quantization: str = "4bit", tokens_per_batch: int | None = None) -> dict[str, float]:
-    """GPU memory for QLoRA training, in GB, worst case (every example `max_seq_length` tokens) unless tokens_per_batch is given.
+                       lora_r: int = 16, quantization: str = "4bit", tokens_per_batch: int | None = None,
+                       device: str = "cuda") -> dict[str, float]:
+    """Memory for training `m` as clonekit.train does on a T4, in GB, by part; worst case unless `tokens_per_batch` is given.
 
-    How it is computed (a model of what clonekit.train does, not a measurement):
-    linear weights at 0.53 bytes/param in nf4 with double quantization (2 in
-    fp16); embeddings and lm_head upcast to fp32 by peft's
-    prepare_model_for_kbit_training (4 bytes/param, once if tied); LoRA
-    weights, gradients and paged 8-bit Adam at 10 bytes/param; with gradient
-    checkpointing, each layer's input kept in fp16 plus one layer's
-    recomputed activations; logits at 12 bytes per token x vocabulary (fp16
-    logits, the fp32 copy the loss makes and its gradient); 0.8 GB for the
-    CUDA context and allocator slack.
+    The worst case is every example `max_seq_length` tokens long. The numbers
+    come from `clonekit.memory.estimate_memory` (the model that train.py
+    prints before a run and bench/ checks against measured peaks) with a T4's
+    settings: fp16, gradient checkpointing, no Liger kernels (Colab's install
+    has none); on device "cpu", float32 without checkpointing. `total` adds
+    the allocator slack and the CUDA context to what torch allocates.
 
     >>> round(estimate_memory_gb(RECOMMENDED_MODELS[0])["total"], 1) < T4_BUDGET_GB
     True
     """
-    seq = max_seq_length or m.max_seq_length
-    mb = micro_batch_size or m.micro_batch_size
-    tokens = tokens_per_batch or seq * mb
-    embed = m.vocab * m.hidden * (1 if m.tied_embeddings else 2)
-    linear = m.params_b * 1e9 - embed
-    per_weight = {"4bit": 0.53, "8bit": 1.06, "none": 2.0}[quantization]
-    weights = linear * per_weight + embed * (4 if quantization != "none" else 2)
-    lora = _lora_params(m, lora_r) * 10
-    q_out = m.heads * m.head_dim
-    layer_inputs = m.layers * tokens * m.hidden * 2
-    one_layer = tokens * (6 * m.hidden + 2 * q_out + 4 * m.intermediate) * 2
-    logits = tokens * m.vocab * 12
-    gb = 2**30
-    parts = {"weights": weights / gb, "lora_and_optimizer": lora / gb, "activations": (layer_inputs + one_layer) / gb,
-             "logits": logits / gb, "overhead": 0.8}
+    from .memory import CUDA_CONTEXT_GB, estimate_memory
+
+    cuda = device == "cuda"
+    train = {"quantization": quantization if cuda else "none", "precision": "fp16" if cuda else "fp32", "device": device,
+             "micro_batch_size": micro_batch_size or m.micro_batch_size, "max_seq_length": max_seq_length or m.max_seq_length,
+             "lora_r": lora_r, "gradient_checkpointing": "on" if cuda else "off", "fused_kernels": "off"}
+    est = estimate_memory(model_config(m), train, tokens=tokens_per_batch)
+    parts = {"weights": est["weights_gb"], "lora_and_optimizer": est["lora_and_optimizer_gb"], "activations": est["activations_gb"],
+             "logits": est["loss_gb"], "overhead": est["needed_gb"] - est["allocated_gb"] + est["workspace_gb"] + (CUDA_CONTEXT_GB if cuda else 0)}
     parts["total"] = sum(parts.values())
     return {k: round(v, 2) for k, v in parts.items()}
 
@@ -265,7 +258,7 @@ def estimate_for_settings(base_model: str, max_seq_length: int, micro_batch_size
         return None
     if m is EMBEDDED_SPEC and quantization == "4bit":
         quantization = "none"
-    return estimate_memory_gb(replace(m), max_seq_length, micro_batch_size, lora_r, quantization)
+    return estimate_memory_gb(m, max_seq_length, micro_batch_size, lora_r, quantization)
 
 
 # ---------------------------------------------------------------- each notebook's input

@@ -71,13 +71,14 @@ def describe_estimate(base_model: str, max_seq_length: int, micro_batch_size: in
         return "; ".join(parts + [f"{base_model}: not in the recommended list, no memory estimate"])
     parts.append(f"chat template {spec.template} (from {spec.hub_id})")
     quant = "none" if spec is colab.EMBEDDED_SPEC else "4bit"
-    est = colab.estimate_memory_gb(spec, max_seq_length, micro_batch_size, lora_r, quant)
+    est = colab.estimate_memory_gb(spec, max_seq_length, micro_batch_size, lora_r, quant, device="cuda" if gpu_memory_gb else "cpu")
     where = "GPU" if gpu_memory_gb else "RAM (CPU)"
     verdict = ""
     if gpu_memory_gb:
         verdict = " fits" if est["total"] <= gpu_memory_gb * colab.T4_BUDGET_GB / colab.T4_MEMORY_GB else \
             " DOES NOT FIT: lower micro batch or max sequence length"
-    parts.append(f"memory ~{est['total']:.1f} GB {where} at worst (logits {est['logits']:.1f}, weights {est['weights']:.1f}){verdict}")
+    parts.append(f"memory ~{est['total']:.1f} GB {where} at worst (weights {est['weights']:.1f}, activations "
+                 f"{est['activations']:.1f}, loss {est['logits']:.1f}){verdict}")
     return "; ".join(parts)
 
 
@@ -158,7 +159,7 @@ def _with_apply(W, rows: list, get_config: Callable[[], Any], summary: Callable[
     A bad value (the config's own checks) is shown under the button instead of
     raising; `box.config` then stays as it was.
     """
-    button = W.Button(description="Use these settings", button_style="primary", icon="check")
+    button = W.Button(description="Use these settings", button_style="primary")
     message = W.HTML()
     box = W.VBox([*rows, W.HBox([button, message])])
     box.apply, box.message, box.config = button, message, None

@@ -9,7 +9,9 @@ because a newcomer only ever clicks the badge and runs the cells:
   - the Colab badge opens this very notebook from the repository in
     clonekit.colab.REPO_URL, and the install cell installs from that repository;
   - the install cell pins torch to the build Colab ships (`"torch=={torch.__version__}"`),
-    so pip never swaps Colab's CUDA torch for a multi-GB download.
+    so pip never swaps Colab's CUDA torch for a multi-GB download;
+  - Colab's "omit code cell output when saving" is on (`metadata.colab.private_outputs`),
+    so the copy Colab saves to your Drive does not keep your messages either.
 
 Run as: python scripts/check_notebooks.py [--fix] [NOTEBOOK.ipynb ...]   (default: notebooks/*.ipynb)
 --fix clears outputs, execution counts and widget state in place, then checks.
@@ -52,6 +54,8 @@ def check_notebook(nb: dict[str, Any], rel_path: str, repo: str) -> list[str]:
     slug = repo.removeprefix("https://github.com/").rstrip("/")
     if "widgets" in nb.get("metadata", {}):
         problems.append("saved widget state in the notebook metadata (it can hold your messages): clear it")
+    if nb.get("metadata", {}).get("colab", {}).get("private_outputs") is not True:
+        problems.append("metadata.colab.private_outputs is not true: Colab would save the outputs (your messages) with the notebook")
     badges = []
     for i, cell in enumerate(nb.get("cells", [])):
         where = f"cell {i}"

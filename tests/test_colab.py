@@ -31,11 +31,20 @@ def test_recommended_models_are_well_formed_and_fit_a_t4():
     assert colab.RECOMMENDED_MODELS[0].hub_id == __import__("clonekit.models").models.RECOMMENDED_GPU_MODEL
 
 
-def test_memory_estimate_grows_with_the_knobs_and_can_say_no():
+def test_memory_estimate_is_clonekit_memory_with_t4_settings_and_can_say_no():
+    from clonekit.memory import estimate_memory
+
+    m = colab.recommended_model("Qwen/Qwen2.5-3B-Instruct")
+    direct = estimate_memory(colab.model_config(m), {"quantization": "4bit", "precision": "fp16", "micro_batch_size": 2,
+                                                      "max_seq_length": 1024, "fused_kernels": "off"})
+    ours = colab.estimate_memory_gb(m)
+    assert ours["weights"] == pytest.approx(direct["weights_gb"], abs=0.01) and ours["total"] > direct["needed_gb"]
     m = colab.recommended_model("Qwen/Qwen2.5-1.5B-Instruct")
     base = colab.estimate_memory_gb(m, 1024, 4)
     assert colab.estimate_memory_gb(m, 2048, 4)["total"] > base["total"]
-    assert colab.estimate_memory_gb(m, 1024, 8)["logits"] == pytest.approx(2 * base["logits"], rel=0.01)
+    doubled = colab.estimate_memory_gb(m, 1024, 8)
+    assert doubled["activations"] > 1.8 * base["activations"]
+    assert doubled["logits"] < 1.2 * base["logits"]  # the chunked loss never holds all 151k-wide logits at once
     assert colab.estimate_memory_gb(m, 1024, 4, lora_r=64)["lora_and_optimizer"] > base["lora_and_optimizer"]
     assert colab.estimate_memory_gb(m, 4096, 16)["total"] > colab.T4_MEMORY_GB  # the form warns about this one
     # 4-bit weights are what makes a 7B model fit at all
@@ -53,7 +62,7 @@ def test_time_estimate_scales_with_size_and_tokens():
 def test_models_table_lists_every_model_and_says_how_numbers_were_obtained():
     table = colab.models_table()
     for m in colab.RECOMMENDED_MODELS:
-        assert m.hub_id in table
+        assert m.hub_id in table and f"| {colab.estimate_memory_gb(m)['total']:.1f} GB |" in table
     assert "not measurements" in table and "gated" in table
 
 

@@ -72,6 +72,13 @@ def test_a_notebook_with_outputs_fails_and_fix_clears_it(tmp_path):
     assert fixed["cells"] == check.clear_outputs(nb)["cells"] and fixed["cells"] != nb["cells"]
 
 
+def test_colab_must_omit_outputs_when_saving():
+    nb = _nb()
+    assert nb["metadata"]["colab"]["private_outputs"] is True
+    nb["metadata"]["colab"]["private_outputs"] = False
+    assert any("private_outputs" in p for p in _problems(nb))
+
+
 def test_skip_execution_only_on_colab_only_cells():
     nb = _nb()
     _cell(nb, "config = form.config")["metadata"]["tags"] = ["skip-execution"]

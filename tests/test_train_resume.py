@@ -30,9 +30,10 @@ def _disconnect_at(step: int):
 def _config(data_dir, out_dir, model_dir):
     from clonekit.train import TrainConfig
 
-    # dropout on, several micro batches per step and an eval on the checkpoint step: every source of difference is live
+    # dropout on, several micro batches per step, an eval on the checkpoint step, and an epoch boundary after the
+    # resume (24 examples, 8 per step: step 4 is the second epoch's first): every source of difference is live
     return TrainConfig(data_dir=str(data_dir), out_dir=str(out_dir), base_model=model_dir, max_steps=4, epochs=1,
-                       micro_batch_size=2, gradient_accumulation_steps=2, max_seq_length=256, learning_rate=2e-3,
+                       micro_batch_size=4, gradient_accumulation_steps=2, max_seq_length=256, learning_rate=2e-3,
                        warmup_ratio=0.25, lora_r=4, lora_alpha=8, lora_dropout=0.2, logging_steps=1, save_steps=2,
                        save_total_limit=1, eval_steps=2, seed=7)
 
@@ -75,6 +76,7 @@ def test_disconnected_run_resumes_from_drive_exactly(tiny_model_dir, tiny_datase
     assert untimed(resumed.history) == untimed(full.history)
     assert len(full.history) == 6 and sum("eval_loss" in h for h in full.history) == 2
     assert [h["step"] for h in resumed.history if "loss" in h] == [1, 2, 3, 4]
+    assert max(h["epoch"] for h in full.history) > 1  # the run crossed into a second epoch
     a, b = _adapter_weights(full.run_dir), _adapter_weights(resumed.run_dir)
     assert a.keys() == b.keys()
     for k in a:
