@@ -46,11 +46,11 @@ class TrainConfig:
     train_on_inputs: bool = opt(False, "also learn the other person's messages (the articles' 'Train on Inputs')")
     quantization: str = opt("auto", "'auto' (4-bit on CUDA, none on CPU), '4bit' (QLoRA nf4), '8bit' or 'none'")
     precision: str = opt("auto", "'auto' (bf16 if the GPU has it, else fp16; fp32 on CPU), 'bf16', 'fp16' or 'fp32'")
-    gradient_checkpointing: str = opt("auto", "recompute activations to save memory: 'auto' (on for GPU), 'on', 'off'")
+    gradient_checkpointing: str = opt("auto", "recompute activations to save memory: 'auto' (on GPU: as few layers as the memory estimate needs), 'on', 'off'")
     padding_free: bool = opt(True, "lay examples end to end instead of padding them (same loss, no wasted tokens)")
     attention: str = opt("auto", "'auto' (torch flash varlen on sm80+ GPUs, else sdpa), 'sdpa', 'eager' or 'clonekit_varlen'")
     fused_kernels: str = opt("auto", "'auto' (Liger RMSNorm/RoPE/SwiGLU + fused cross-entropy when liger-kernel is installed on a GPU) or 'off'")
-    offload_activations: bool = opt(False, "keep checkpointed layer inputs in CPU RAM: long histories in less GPU memory, a little slower")
+    offload_activations: bool = opt(False, "long-context mode: checkpointed layer inputs wait in CPU RAM and MLPs run in 4096-token tiles (slower, far less GPU memory)")
     preset: str = opt("auto", "'auto': settings for the GPU found (T4 15 GB, 24 GB, 40-80 GB) where you left the default; 'none'")
     save_steps: int = opt(200, "save a checkpoint every N optimizer steps")
     save_total_limit: int = opt(3, "keep at most this many checkpoints")
@@ -148,6 +148,8 @@ def resolve_runtime(config: TrainConfig) -> dict[str, Any]:
     """Device, dtype and quantization actually used, from the config and the hardware."""
     import torch
 
+    from .fast import have_liger
+
     cuda = torch.cuda.is_available()
     bf16_ok = cuda and torch.cuda.is_bf16_supported()
     precision = config.precision
@@ -160,10 +162,61 @@ def resolve_runtime(config: TrainConfig) -> dict[str, Any]:
         quant = "4bit" if cuda else "none"
     if quant != "none" and not cuda:
         raise ClonekitError(f"--quantization {quant} needs a CUDA GPU (bitsandbytes). On CPU use --quantization none.")
+    if config.offload_activations and not cuda:
+        raise ClonekitError("--offload-activations needs a CUDA GPU (it moves activations from GPU to CPU memory). Drop it on CPU.")
     gc = config.gradient_checkpointing == "on" or (config.gradient_checkpointing == "auto" and cuda) or config.offload_activations
     return {"device": "cuda" if cuda else "cpu", "precision": precision, "quantization": quant, "gradient_checkpointing": gc,
-            "offload_activations": bool(config.offload_activations and gc), "attention": config.attention,
-            "fused_kernels": config.fused_kernels == "auto" and cuda}
+            "checkpoint_layers": None, "offload_activations": bool(config.offload_activations and gc), "attention": config.attention,
+            "fused_kernels": config.fused_kernels == "auto" and cuda and have_liger()}
+
+
+def gpu_memory_gb() -> float:
+    """GPU memory torch may allocate, in GiB: the card minus the CUDA context, or CLONEKIT_GPU_MEMORY_GB.
+
+    Setting CLONEKIT_GPU_MEMORY_GB=14 caps PyTorch's allocator there (torch.cuda.set_per_process_memory_fraction):
+    a 15 GB T4 emulated on a bigger GPU, or room left for other programs.
+    """
+    import os
+
+    import torch
+
+    from .memory import CUDA_CONTEXT_GB
+
+    total = torch.cuda.get_device_properties(0).total_memory / 2**30
+    cap = os.environ.get("CLONEKIT_GPU_MEMORY_GB")
+    if cap:
+        gb = float(cap)
+        if not 0 < gb <= total:
+            raise ClonekitError(f"CLONEKIT_GPU_MEMORY_GB={cap} must be between 0 and this GPU's {total:.1f} GB.")
+        torch.cuda.set_per_process_memory_fraction(gb / total, 0)
+        return gb
+    return total - CUDA_CONTEXT_GB
+
+
+def plan_memory(config: TrainConfig, runtime: dict[str, Any], base: str) -> dict[str, Any]:
+    """Before loading: settle checkpointing from the memory estimate, print the estimate and whether it fits.
+
+    'auto' checkpointing keeps as many layers un-checkpointed as fit (less recompute); it offloads
+    when even full checkpointing does not fit. Returns the estimate (also stored in runtime).
+    """
+    from transformers import AutoConfig
+
+    from .memory import describe_estimate, estimate_memory, plan_checkpointing
+
+    if runtime["device"] != "cuda":
+        return {}
+    base = AutoConfig.from_pretrained(base).to_dict()  # a local folder or a cached hub id
+    usable = gpu_memory_gb()
+    fields = {**vars(config), **runtime, "gradient_checkpointing": "on" if runtime["gradient_checkpointing"] else "off"}
+    if config.gradient_checkpointing == "auto" and not config.offload_activations:
+        plan = plan_checkpointing(base, fields, usable)
+        runtime["gradient_checkpointing"] = plan["gradient_checkpointing"] == "on"
+        runtime["checkpoint_layers"], runtime["offload_activations"] = plan["checkpoint_layers"], plan["offload_activations"]
+        fields.update(plan)
+    est = estimate_memory(base, fields, usable)
+    runtime["memory_estimate"] = est
+    print(describe_estimate(est))
+    return est
 
 
 def apply_gpu_preset(config: TrainConfig) -> dict[str, Any]:
@@ -176,14 +229,9 @@ def apply_gpu_preset(config: TrainConfig) -> dict[str, Any]:
 
     if config.preset != "auto" or not torch.cuda.is_available():
         return {}
-    props = torch.cuda.get_device_properties(0)
-    total_gb = props.total_memory / 2**30
-    fraction = getattr(torch.cuda, "_clonekit_memory_fraction", None)  # an emulated smaller GPU (benchmarks)
-    if fraction:
-        total_gb *= fraction
     defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
     changed = {}
-    for key, value in preset_for_gpu(total_gb, torch.cuda.is_bf16_supported()).items():
+    for key, value in preset_for_gpu(gpu_memory_gb(), torch.cuda.is_bf16_supported()).items():
         if getattr(config, key) == defaults.get(key) and value != defaults.get(key):
             setattr(config, key, value)
             changed[key] = value
@@ -195,7 +243,7 @@ def load_model_for_training(base: str, runtime: dict[str, Any], add_pad: bool, t
     import torch
     from transformers import AutoModelForCausalLM
 
-    from .fast import apply_fused_kernels, choose_attention, enable_checkpointing
+    from .fast import apply_fused_kernels, choose_attention, enable_checkpointing, tile_mlp
 
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[runtime["precision"]]
     kwargs: dict[str, Any] = {"dtype": dtype if runtime["device"] == "cuda" else torch.float32}
@@ -208,12 +256,11 @@ def load_model_for_training(base: str, runtime: dict[str, Any], add_pad: bool, t
             )
         else:
             kwargs["quantization_config"] = BitsAndBytesConfig(load_in_8bit=True)
+    if runtime["device"] == "cuda":
         kwargs["device_map"] = {"": 0}
     attn = choose_attention(runtime["device"], kwargs["dtype"], runtime.get("attention", "auto"))
     runtime["attention"] = attn
     model = AutoModelForCausalLM.from_pretrained(base, attn_implementation=attn, **kwargs)
-    if runtime["device"] == "cuda" and "quantization_config" not in kwargs:
-        model.to("cuda")
     if add_pad:
         model.resize_token_embeddings(len(tokenizer))
     model.config.pad_token_id = tokenizer.pad_token_id
@@ -221,15 +268,16 @@ def load_model_for_training(base: str, runtime: dict[str, Any], add_pad: bool, t
     model.config.use_cache = False
     if model.generation_config is not None:
         model.generation_config.pad_token_id = tokenizer.pad_token_id
+    # Frozen base: everything stays 16-bit. (peft's prepare_model_for_kbit_training would upcast norms,
+    # embeddings and head to fp32: +2 GB on an 8B model and an fp32 residual stream; the norms compute in fp32 anyway.)
     for p in model.parameters():
         p.requires_grad_(False)
-        # Norm weights in fp32 for stable fp16 training; embeddings and head stay 16-bit
-        # (peft's prepare_model_for_kbit_training would upcast them: +2 GB on an 8B model).
-        if p.ndim == 1 and p.dtype in (torch.float16, torch.bfloat16):
-            p.data = p.data.float()
     runtime["fused"] = apply_fused_kernels(model, runtime["device"]) if runtime.get("fused_kernels") else []
     if runtime["gradient_checkpointing"]:
-        enable_checkpointing(model, offload=runtime.get("offload_activations", False))
+        runtime["checkpointed_layers"] = enable_checkpointing(model, offload=runtime.get("offload_activations", False),
+                                                              layers=runtime.get("checkpoint_layers"))
+    if runtime.get("offload_activations"):
+        tile_mlp(model)
     return model
 
 
@@ -261,7 +309,9 @@ def build_trainer(config: TrainConfig, runtime: dict[str, Any], model, tokenizer
 
     class CloneTrainer(SFTTrainer):
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-            loss, _ = lean_forward_loss(model, inputs, num_items=num_items_in_batch)
+            # accelerate autocasts only through model.forward, which the lean path does not call
+            with self.accelerator.autocast():
+                loss, _ = lean_forward_loss(model, inputs, num_items=num_items_in_batch)
             return (loss, {"loss": loss}) if return_outputs else loss
 
     args = SFTConfig(
@@ -282,7 +332,7 @@ def build_trainer(config: TrainConfig, runtime: dict[str, Any], model, tokenizer
         bf16=runtime["precision"] == "bf16",
         fp16=runtime["precision"] == "fp16",
         gradient_checkpointing=False,  # already wired per layer by load_model_for_training (optionally offloaded)
-        optim="paged_adamw_8bit" if runtime["quantization"] != "none" else "adamw_torch",
+        optim="paged_adamw_8bit" if runtime["quantization"] != "none" else ("adamw_torch_fused" if runtime["device"] == "cuda" else "adamw_torch"),
         padding_free=False,  # clonekit's own collator packs (PackedCollator)
         max_length=None,
         seed=config.seed,
@@ -304,7 +354,23 @@ def build_trainer(config: TrainConfig, runtime: dict[str, Any], model, tokenizer
         callbacks=[TokensPerSecondCallback(), *callbacks],
     )
     trainer.model_accepts_loss_kwargs = True  # compute_loss divides by the whole accumulated batch's target count
+    keep_adapters_fp32(model, autocast=runtime["device"] == "cuda" and runtime["precision"] != "fp32")
     return trainer
+
+
+def keep_adapters_fp32(model, autocast: bool) -> None:
+    """LoRA weights in fp32 (TRL casts them to bf16 for quantized bases: fp16 loss scaling needs fp32, and small
+    updates survive); under autocast, peft must not cast each LoRA input to fp32 (a copy per adapted layer, kept
+    for backward): autocast already runs the LoRA matmuls in 16-bit."""
+    import torch
+
+    for p in model.parameters():
+        if p.requires_grad and p.dtype != torch.float32:
+            p.data = p.data.float()
+    if autocast:
+        for m in model.modules():
+            if hasattr(m, "lora_A"):
+                m.cast_input_dtype_enabled = False
 
 
 class _CallbackBase:
@@ -369,16 +435,9 @@ def run_train(config: TrainConfig, callbacks: list | None = None) -> TrainResult
     print(f"examples: {train_counts['kept']} train ({train_counts['truncated']} truncated, {train_counts['dropped_too_long']} dropped as too long), {val_counts['kept']} validation")
 
     torch.manual_seed(config.seed)
+    plan_memory(config, runtime, base)
     model = load_model_for_training(base, runtime, add_pad, tokenizer)
     model = get_peft_model(model, lora_config(config))
-    if runtime["device"] == "cuda":
-        from .memory import describe_estimate, estimate_memory
-
-        gpu_gb = torch.cuda.get_device_properties(0).total_memory / 2**30 * (getattr(torch.cuda, "_clonekit_memory_fraction", None) or 1)
-        est = estimate_memory(model.config, {**vars(config), **runtime, "chunked_loss": True,
-                                             "gradient_checkpointing": "on" if runtime["gradient_checkpointing"] else "off"}, gpu_gb)
-        runtime["memory_estimate"] = est
-        print(describe_estimate(est))
     history_cb = HistoryCallback(paths.history)
     trainer = build_trainer(config, runtime, model, tokenizer, train_data, val_data, str(paths.checkpoints), [history_cb, *(callbacks or [])])
     resume = find_resume_checkpoint(config)
