@@ -8,3 +8,10 @@ Stages (one module each, one CLI subcommand each):
 """
 
 __version__ = "0.1.0"
+
+import warnings as _warnings
+
+# peft and TRL still use transformers' old names for activation checkpointing; the warnings
+# they trigger on every run say nothing a clonekit user can act on.
+for _old in ("is_gradient_checkpointing", "gradient_checkpointing"):
+    _warnings.filterwarnings("ignore", message=f"`{_old}` is deprecated and will be removed in v6", category=FutureWarning)

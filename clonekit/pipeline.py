@@ -45,7 +45,9 @@ def demo_configs(out: str | Path, steps: int | None = None, quants: list[str] | 
                              micro_batch_size=4, gradient_accumulation_steps=1, max_seq_length=320,
                              learning_rate=1e-3, warmup_ratio=0.05, logging_steps=1 if small else 5,
                              save_steps=max(1, steps // 2), save_total_limit=2, eval_steps=0, lora_r=16, lora_alpha=32),
-        "eval": lambda: EvalConfig(run_dir=str(run), max_examples=6 if small else 24, max_new_tokens=24 if small else 40),
+        # generation dominates evaluation on a CPU: two sampling settings, short replies
+        "eval": lambda: EvalConfig(run_dir=str(run), max_examples=6 if small else 24, max_new_tokens=24 if small else 32,
+                                   tune_points=2),
         "chat": lambda: ChatConfig(run_dir=str(run), max_new_tokens=40),
         "merge": lambda: MergeConfig(run_dir=str(run), out_dir=str(merged)),
         "gguf": lambda: GGUFConfig(merged_dir=str(merged), out_dir=str(gguf), quants=quants or ["q8_0"]),
