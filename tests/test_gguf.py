@@ -5,6 +5,8 @@ Round-trip tolerance: a tiny random-weight model converted to an F32 GGUF must g
 the same logits in llama.cpp as in transformers within 2e-3 of the largest |logit|
 (observed: ~1e-6 for Llama/Mistral/Qwen/Phi-3; ~3e-4 for Gemma and GPT-2, whose
 GELU llama.cpp evaluates through a float16 table) and the same argmax everywhere.
+The same test checks that the tokenizer (llama.cpp's ids == sentencepiece's or transformers')
+and the chat template survive the conversion.
 """
 
 from __future__ import annotations
@@ -40,11 +42,16 @@ MISTRAL_TEMPLATE = "{{ bos_token }}{% for m in messages %}{% if m['role'] == 'us
 
 def test_config_collects_every_problem(tmp_path):
     with pytest.raises(ConfigError) as e:
-        GGUFConfig(merged_dir=str(tmp_path / "nope"), out_dir="", outtype="f8", quants=["q4_k_m", "q9_x"], n_ctx=8)
+        GGUFConfig(merged_dir="", out_dir="", outtype="f8", quants=["q4_k_m", "q9_x"], n_ctx=8)
     msg = str(e.value)
     assert len(e.value.problems) == 5, e.value.problems
-    for part in ("no config.json", "out_dir is empty", "'f8'", "q9_x", "n_ctx=8"):
+    for part in ("merged_dir is empty", "out_dir is empty", "'f8'", "q9_x", "n_ctx=8"):
         assert part in msg
+    with pytest.raises(ConfigError, match="no config.json"):
+        GGUFConfig(merged_dir=str(tmp_path / "nope"))
+    (tmp_path / "merged").mkdir()
+    (tmp_path / "merged" / "config.json").write_text("{}")
+    assert GGUFConfig(merged_dir=str(tmp_path / "merged")).out_dir == str(tmp_path / "gguf")  # beside the merged folder
 
 
 def test_quants_all_expands_and_normalises(tmp_path):
@@ -138,17 +145,30 @@ def _smol_dir() -> str:
     return resolve_base_model("smollm2-135m-instruct")
 
 
-def _spm_tokenizer(folder: Path) -> int:
-    """A 320-piece SentencePiece model trained here (byte fallback, Phi-3 style specials)."""
+SPM_SPECIALS = ["<|endoftext|>", "<|end|>", "<|user|>", "<|assistant|>"]
+PHI3_TEMPLATE = ("{% for m in messages %}<|{{ m['role'] }}|>\n{{ m['content'] }}<|end|>\n{% endfor %}"
+                 "{% if add_generation_prompt %}<|assistant|>\n{% endif %}")
+
+
+def _spm_tokenizer(folder: Path, chat_template: str, gemma: bool = False) -> int:
+    """A 320-piece SentencePiece model trained here, normalized like Llama 2's (no NFKC, spaces kept,
+    byte fallback; with `gemma`, Gemma's layout: pad 0, eos 1, bos 2, unk 3 and no dummy prefix), Phi-3
+    style specials declared special in tokenizer_config.json (as real checkpoints do), and `chat_template`."""
     import sentencepiece as spm
 
     rng = np.random.default_rng(0)
     words = "the quick brown fox jumps over lazy dog hello world chat clone model token data alpha beta gamma".split()
     buf = io.BytesIO()
     spm.SentencePieceTrainer.train(sentence_iterator=iter(" ".join(rng.choice(words, 12)) for _ in range(300)), model_writer=buf,
-                                   vocab_size=320, model_type="bpe", byte_fallback=True, unk_id=0, bos_id=1, eos_id=2, pad_id=-1,
-                                   user_defined_symbols=["<|endoftext|>", "<|end|>", "<|user|>", "<|assistant|>"], minloglevel=2)
+                                   vocab_size=320, model_type="bpe", byte_fallback=True, normalization_rule_name="identity",
+                                   **(dict(pad_id=0, eos_id=1, bos_id=2, unk_id=3) if gemma else dict(unk_id=0, bos_id=1, eos_id=2, pad_id=-1)),
+                                   remove_extra_whitespaces=False, add_dummy_prefix=not gemma,
+                                   split_digits=True, user_defined_symbols=SPM_SPECIALS, minloglevel=2)
     (folder / "tokenizer.model").write_bytes(buf.getvalue())
+    added = {str(i): {"content": t, "special": True, "lstrip": False, "rstrip": False, "normalized": False, "single_word": False}
+             for i, t in enumerate(SPM_SPECIALS, 4 if gemma else 3)}  # after <unk>, <s>, </s> (and <pad>)
+    (folder / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "LlamaTokenizer", "bos_token": "<s>", "eos_token": "</s>",
+                                                              "unk_token": "<unk>", "added_tokens_decoder": added, "chat_template": chat_template}))
     return 320
 
 
@@ -159,18 +179,18 @@ def _bpe_tokenizer(folder: Path) -> int:
     return 49152
 
 
-ARCHS = {  # name: (config class, model class, tokenizer, config overrides, pre_tokenizer)
-    "llama2": ("LlamaConfig", "LlamaForCausalLM", _spm_tokenizer, {"num_key_value_heads": 4}, None),
-    "llama3": ("LlamaConfig", "LlamaForCausalLM", _bpe_tokenizer, {"rope_theta": 500000.0, "tie_word_embeddings": False}, None),
-    "mistral": ("MistralConfig", "MistralForCausalLM", _spm_tokenizer, {"sliding_window": None}, None),
+ARCHS = {  # name: (config class, model class, tokenizer: "bpe" or (SPM chat template, Gemma layout), config overrides, pre_tokenizer)
+    "llama2": ("LlamaConfig", "LlamaForCausalLM", (MISTRAL_TEMPLATE, False), {"num_key_value_heads": 4}, None),
+    "llama3": ("LlamaConfig", "LlamaForCausalLM", "bpe", {"rope_theta": 500000.0, "tie_word_embeddings": False}, None),
+    "mistral": ("MistralConfig", "MistralForCausalLM", (MISTRAL_TEMPLATE, False), {"sliding_window": None}, None),
     # transformers 5 swaps in Qwen2's own pre-tokenizer for model_type qwen2, whose hash with
     # the SmolLM2 vocab the converter cannot know; a real Qwen2 tokenizer hashes to "qwen2".
-    "qwen2": ("Qwen2Config", "Qwen2ForCausalLM", _bpe_tokenizer, {"tie_word_embeddings": True}, "smollm"),
-    "qwen3": ("Qwen3Config", "Qwen3ForCausalLM", _bpe_tokenizer, {"head_dim": 16}, None),
-    "gemma2": ("Gemma2Config", "Gemma2ForCausalLM", _spm_tokenizer, {"head_dim": 16, "query_pre_attn_scalar": 16, "sliding_window": 64}, None),
-    "gemma3": ("Gemma3TextConfig", "Gemma3ForCausalLM", _spm_tokenizer, {"head_dim": 16, "query_pre_attn_scalar": 16, "sliding_window": 64}, None),
-    "phi3": ("Phi3Config", "Phi3ForCausalLM", _spm_tokenizer, {"pad_token_id": None, "bos_token_id": 1, "eos_token_id": 2}, None),
-    "gpt2": ("GPT2Config", "GPT2LMHeadModel", _bpe_tokenizer, None, None),
+    "qwen2": ("Qwen2Config", "Qwen2ForCausalLM", "bpe", {"tie_word_embeddings": True}, "smollm"),
+    "qwen3": ("Qwen3Config", "Qwen3ForCausalLM", "bpe", {"head_dim": 16}, None),
+    "gemma2": ("Gemma2Config", "Gemma2ForCausalLM", (GEMMA_TEMPLATE, True), {"head_dim": 16, "query_pre_attn_scalar": 16, "sliding_window": 64}, None),
+    "gemma3": ("Gemma3TextConfig", "Gemma3ForCausalLM", (GEMMA_TEMPLATE, True), {"head_dim": 16, "query_pre_attn_scalar": 16, "sliding_window": 64}, None),
+    "phi3": ("Phi3Config", "Phi3ForCausalLM", (PHI3_TEMPLATE, False), {"pad_token_id": None, "bos_token_id": 1, "eos_token_id": 2}, None),
+    "gpt2": ("GPT2Config", "GPT2LMHeadModel", "bpe", None, None),
 }
 
 
@@ -179,9 +199,9 @@ def build_tiny(arch: str, folder: Path, seed: int = 0):
     import torch
     import transformers
 
-    conf_cls, model_cls, make_tok, overrides, _ = ARCHS[arch]
+    conf_cls, model_cls, tokenizer, overrides, _ = ARCHS[arch]
     folder.mkdir(parents=True, exist_ok=True)
-    vocab = make_tok(folder)
+    vocab = _bpe_tokenizer(folder) if tokenizer == "bpe" else _spm_tokenizer(folder, *tokenizer)
     conf_cls = getattr(transformers, conf_cls)
     if overrides is None:  # GPT-2 names its sizes differently
         config = conf_cls(n_embd=64, n_layer=2, n_head=4, n_positions=256, vocab_size=vocab, bos_token_id=1, eos_token_id=2)
@@ -211,10 +231,36 @@ def _gguf_logits(path, ids, lora_path=None):
     return np.array(llm.scores[: len(ids)])
 
 
+def _check_tokenizer_survives(folder: Path, gguf_path: Path) -> None:
+    """The GGUF carries the folder's chat template and end token, and llama.cpp tokenizes like the source:
+    sentencepiece for a tokenizer.model, transformers for a tokenizer.json (chat-rendered text, specials included)."""
+    info = inspect_gguf(gguf_path)
+    llm = load_gguf(gguf_path, n_ctx=64, vocab_only=True)
+    text = "Hello  wörld 1234\nthe quick fox, jumps! 🙂"
+    if (folder / "tokenizer.model").exists():
+        import sentencepiece as spm
+
+        sp = spm.SentencePieceProcessor(model_file=str(folder / "tokenizer.model"))
+        template = json.loads((folder / "tokenizer_config.json").read_text())["chat_template"]
+        assert llm.tokenize(text.encode(), add_bos=False, special=False) == sp.encode(text)
+        for piece in ["<s>", "</s>"] + SPM_SPECIALS:
+            assert llm.tokenize(piece.encode(), add_bos=False, special=True) == [sp.piece_to_id(piece)], piece
+        assert (info["bos_id"], info["eos_id"]) == (sp.bos_id(), sp.eos_id())
+    else:
+        from transformers import AutoTokenizer
+
+        tok = AutoTokenizer.from_pretrained(folder)
+        template = tok.chat_template
+        chat = tok.apply_chat_template([{"role": "user", "content": text}], tokenize=False, add_generation_prompt=True)
+        assert llm.tokenize(chat.encode(), add_bos=False, special=True) == tok(chat, add_special_tokens=False)["input_ids"]
+        assert info["eos_token"] == tok.eos_token
+    assert template and info["chat_template"] == template
+
+
 @needs_gguf
 @pytest.mark.slow
 @pytest.mark.parametrize("arch", list(ARCHS))
-def test_roundtrip_logits_match_transformers(tmp_path, arch):
+def test_roundtrip_logits_tokenizer_and_template(tmp_path, arch):
     model, ids = build_tiny(arch, tmp_path / arch)
     gguf_path = convert_to_gguf(tmp_path / arch, tmp_path / f"{arch}.gguf", "f32", pre_tokenizer=ARCHS[arch][4])
     assert not list(tmp_path.glob(".*partial"))
@@ -223,6 +269,7 @@ def test_roundtrip_logits_match_transformers(tmp_path, arch):
     assert err < REL_TOL, f"{arch}: max |diff| / max |logit| = {err:.2e}"
     assert (got.argmax(-1) == ref.argmax(-1)).all()
     assert np.abs(ref).max() > 0.5  # the logits are not near-constant, so the check can fail
+    _check_tokenizer_survives(tmp_path / arch, gguf_path)
 
 
 @needs_gguf
@@ -352,11 +399,24 @@ def test_lora_adapter_gguf_matches_merged(tmp_path, rslora):
 @needs_gguf
 @pytest.mark.slow
 def test_run_gguf_end_to_end(tmp_path):
+    """The stage on a tiny merged model; the quality table is scored on the run's own validation.jsonl,
+    found through merged/merge_config.json -> run/train_config.json -> data_dir; the Modelfile's SYSTEM is the
+    one the clone was trained with (run/dataset_config.json)."""
     build_tiny("llama3", tmp_path / "merged")
+    (tmp_path / "data").mkdir()
+    for name in ("train.jsonl", "validation.jsonl"):
+        shutil.copy(FIXTURES / "validation.jsonl", tmp_path / "data" / name)
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "train_config.json").write_text(json.dumps({"data_dir": str(tmp_path / "data")}))
+    (tmp_path / "run" / "dataset_config.json").write_text(json.dumps({"system_prompt": "Reply the way Alex texts."}))
+    (tmp_path / "merged" / "merge_config.json").write_text(json.dumps({"run_dir": str(tmp_path / "run")}))
     cfg = GGUFConfig(merged_dir=str(tmp_path / "merged"), out_dir=str(tmp_path / "out"), quants=["q8_0", "q4_0"], imatrix=True,
-                     validation_file=str(FIXTURES / "validation.jsonl"), max_eval_tokens=200, n_ctx=256, threads=1, max_kl=1.0, min_top1=0.0)
+                     max_eval_tokens=200, n_ctx=256, threads=1, max_kl=1.0, min_top1=0.0)
     result = run_gguf(cfg)
     out = tmp_path / "out"
+    assert json.loads((out / "quality.json").read_text())["validation"] == str(tmp_path / "data" / "validation.jsonl")
+    printed = str(result)  # what `clonekit gguf` prints
+    assert "| q4_0 **(recommended)** |" in printed and "ollama create" in printed and "clone-q8_0.gguf" in printed
     assert set(result.files) == {"f16", "q8_0", "q4_0"} and all(p.exists() for p in result.files.values())
     assert result.sizes["q4_0"] < result.sizes["q8_0"] < result.sizes["f16"]
     assert [r["quant"] for r in result.table] == ["f16", "q8_0", "q4_0"]
@@ -366,5 +426,7 @@ def test_run_gguf_end_to_end(tmp_path):
     assert result.imatrix and result.imatrix.exists()
     for name in ("gguf_config.json", "quality.json", "quality.md", "quality.png", "Modelfile", "run.txt"):
         assert (out / name).exists(), name
-    assert "FROM ./clone-q4_0.gguf" in (out / "Modelfile").read_text()
+    modelfile = (out / "Modelfile").read_text()
+    assert "FROM ./clone-q4_0.gguf" in modelfile and 'SYSTEM """Reply the way Alex texts."""' in modelfile  # as trained, not SmolLM's default
+    assert (out / "dataset_config.json").exists()  # so `clonekit chat out/clone-q4_0.gguf` uses the trained system prompt too
     assert not list(out.glob(".*partial*"))
