@@ -1,8 +1,13 @@
 """clonekit: turn your chat history into an LLM that answers like you.
 
 Stages (one module each, one CLI subcommand each):
-  prepare (dataset.py) -> train (train.py) -> chat / eval (chat.py, evaluate.py)
-  -> merge (merge.py) -> gguf (gguf.py)
+  prepare (dataset.py; formats/ parse the exports, privacy/ scrubs them)
+  -> train (train.py; fast.py packs and fuses, memory.py plans the GPU memory)
+  -> chat / eval (chat.py, evaluate.py with metrics.py)
+  -> merge (merge.py; merge_io, merge_lora, merge_nf4, merge_verify)
+  -> gguf (gguf.py; gguf_quality, gguf_modelfile, gguf_chat, gguf_lora, gguf_inspect, gguf_numpy)
+Around them: records.py (the data), config.py, storage.py (every path), cli.py, pipeline.py (`clonekit demo`),
+and for notebooks colab.py, drive.py (Google Drive), widgets.py.
 
 `import clonekit` is light: torch and transformers load only inside the stages that need them.
 """

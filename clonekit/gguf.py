@@ -7,6 +7,12 @@ when llama-cpp-python is missing), measures each type against the F16 file
 (`clonekit.gguf_quality`), and writes an Ollama Modelfile plus the equivalent
 llama.cpp command lines.
 
+The other pieces of the stage live beside this module: gguf_inspect.py (read a
+GGUF's metadata), gguf_numpy.py (the quantizer without llama.cpp),
+gguf_lora.py (the adapter alone as a llama.cpp LoRA GGUF),
+gguf_modelfile.py (Modelfile, run.txt, Go chat templates), gguf_chat.py
+(chat_gguf) and gguf_quality.py (the quality table).
+
 Run as:
     clonekit gguf --merged-dir runs/me/merged --out-dir runs/me/gguf --quants all --validation-file data/validation.jsonl
 or:
@@ -16,18 +22,20 @@ or:
 
 from __future__ import annotations
 
-import functools
 import logging
-import math
 import os
-import re
-from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .config import check, opt, save_config
 from .errors import ClonekitError, ConfigError, DependencyError, InputError, require
+# Re-exported: `from clonekit.gguf import chat_gguf` (chat.py, pipeline.py, run.txt), inspect_gguf and load_gguf
+# (gguf_quality.py, bench/gguf_quality.py) and the rest keep working.
+from .gguf_chat import chat_gguf, generate_gguf, load_gguf  # noqa: F401
+from .gguf_inspect import inspect_gguf  # noqa: F401
+from .gguf_lora import convert_lora_to_gguf  # noqa: F401
+from .gguf_modelfile import TEMPLATES, default_system_prompt, detect_chat_family, write_modelfile  # noqa: F401
 
 # name -> (llama.cpp ftype, ggml type the pure-numpy path can write, or None)
 QUANTS: dict[str, tuple[str, str | None]] = {
@@ -252,93 +260,6 @@ def convert_to_gguf(merged_dir: str | Path, out_path: str | Path, outtype: str =
     return out_path
 
 
-_SCALARS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q", 12: "<d"}
-
-
-def _read_gguf_header(path: Path, keep_arrays: tuple[str, ...] = ()) -> tuple[dict[str, Any], list[tuple[str, list[int], int]]]:
-    """(metadata, [(tensor name, ggml dims, ggml type)]) from a GGUF (little-endian, v2/v3).
-
-    gguf.GGUFReader builds an object per vocabulary entry (seconds for a 50k vocab);
-    this skips arrays not named in `keep_arrays`.
-    """
-    import mmap
-    import struct
-
-    with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
-        if m[:4] != b"GGUF":
-            raise InputError(f"{path} is not a GGUF file (no GGUF magic). Re-run the conversion.")
-        pos = 8
-
-        def take(fmt: str) -> Any:
-            nonlocal pos
-            (v,) = struct.unpack_from(fmt, m, pos)
-            pos += struct.calcsize(fmt)
-            return v
-
-        def string() -> str:
-            nonlocal pos
-            n = take("<Q")
-            pos += n
-            return m[pos - n: pos].decode("utf-8", "replace")
-
-        def value(vtype: int, keep: bool) -> Any:
-            if vtype == 8:
-                return string()
-            if vtype != 9:
-                return take(_SCALARS[vtype])
-            etype, n = take("<I"), take("<Q")
-            if not keep and etype in _SCALARS:
-                nonlocal pos
-                pos += n * struct.calcsize(_SCALARS[etype])
-                return n
-            items = [value(etype, keep) for _ in range(n)]
-            return items if keep else n
-
-        n_tensors, n_kv = take("<Q"), take("<Q")
-        meta = {}
-        for _ in range(n_kv):
-            key = string()
-            meta[key] = value(take("<I"), key in keep_arrays)
-        tensors = []
-        for _ in range(n_tensors):
-            name = string()
-            dims = [take("<Q") for _ in range(take("<I"))]
-            tensors.append((name, dims, take("<I")))
-            pos += 8  # data offset
-    return meta, tensors
-
-
-def inspect_gguf(path: str | Path) -> dict[str, Any]:
-    """Metadata that matters downstream: architecture, chat template, special tokens, sizes.
-
-    `bpw` is bits per weight over all tensors; `tensor_types` counts matrices per ggml type.
-    """
-    import gguf
-
-    path = Path(path)
-    if not path.exists():
-        raise InputError(f"{path} does not exist. Run `clonekit gguf` first or check the path.")
-    meta, tensors = _read_gguf_header(path, keep_arrays=("tokenizer.ggml.tokens",))
-    tokens = meta.get("tokenizer.ggml.tokens") or []
-    info: dict[str, Any] = {"path": str(path), "architecture": meta.get("general.architecture"), "type": meta.get("general.type", "model"),
-                            "file_type": meta.get("general.file_type"), "chat_template": meta.get("tokenizer.chat_template"),
-                            "add_bos": meta.get("tokenizer.ggml.add_bos_token"), "size_bytes": path.stat().st_size}
-    for kind in ("bos", "eos", "eot", "eom", "padding"):
-        tid = meta.get(f"tokenizer.ggml.{kind}_token_id")
-        info[f"{kind}_id"], info[f"{kind}_token"] = tid, tokens[tid] if tid is not None and tid < len(tokens) else None
-    n_elem = n_bytes = 0
-    types: Counter = Counter()
-    for _, dims, t in tensors:
-        qtype = gguf.GGMLQuantizationType(t)
-        block, size = gguf.GGML_QUANT_SIZES[qtype]
-        n = math.prod(dims)
-        n_elem, n_bytes = n_elem + n, n_bytes + n // block * size
-        if len(dims) >= 2:
-            types[qtype.name] += 1
-    info.update(n_params=n_elem, bpw=8 * n_bytes / max(n_elem, 1), tensor_types=dict(types))
-    return info
-
-
 # -------------------------------------------------------------- quantization
 
 
@@ -375,6 +296,8 @@ def quantize_gguf(src_gguf: str | Path, out_path: str | Path, qtype: str, imatri
                 raise DependencyError(f"{qtype} needs llama.cpp's quantizer, which comes with llama-cpp-python. Install it with: {PIP_HINT} (or use q8_0/q5_0/q4_0, which work without it)")
             if imatrix is not None:
                 raise DependencyError(f"Quantizing with an importance matrix needs llama-cpp-python. Install it with: {PIP_HINT}")
+            from .gguf_numpy import _quantize_numpy
+
             _quantize_numpy(src_gguf, tmp, np_type)
         else:
             _quantize_llama_cpp(src_gguf, tmp, ftype, imatrix, _threads(threads))
@@ -418,336 +341,6 @@ def _quantize_llama_cpp(src: Path, dst: Path, ftype: str, imatrix: str | Path | 
     if rc != 0:
         raise ClonekitError(f"llama.cpp could not quantize {src} to {ftype} (code {rc}). Check that {src} is a complete F16/BF16/F32 GGUF "
                             "(re-run convert), or see llama.cpp's log with logging.getLogger('llama-cpp-python').setLevel(logging.DEBUG).")
-
-
-# llama.cpp keeps the output matrix (or tied embedding) at higher precision; Q6_K is not
-# available in numpy, so the numpy path keeps it at Q8_0 for the 4- and 5-bit types.
-_NEVER_QUANTIZED = ("position_embd", "ffn_gate_inp", "ssm_", "time_mix", "rel_pos")
-
-
-def _quantize_numpy(src: Path, dst: Path, type_name: str) -> None:
-    import gguf
-    import numpy as np
-    from gguf.quants import dequantize, quantize
-
-    from tqdm.auto import tqdm
-
-    reader = gguf.GGUFReader(src)
-    target = gguf.GGMLQuantizationType[type_name]
-    arch = reader.fields["general.architecture"].contents()
-    writer = gguf.GGUFWriter(dst, arch=arch, endianess=reader.endianess)
-    for fld in reader.fields.values():
-        if fld.name.startswith("GGUF.") or fld.name in ("general.architecture", "general.file_type"):
-            continue
-        sub = fld.types[-1] if fld.types[0] == gguf.GGUFValueType.ARRAY else None
-        writer.add_key_value(fld.name, fld.contents(), fld.types[0], sub_type=sub)
-    writer.add_file_type(getattr(gguf.LlamaFileType, QUANTS_BY_NP[type_name]))
-    names = {t.name for t in reader.tensors}
-    for t in tqdm(reader.tensors, desc=f"quantize {type_name} (numpy)", unit="tensor"):
-        src_type = t.tensor_type
-        want = target
-        if t.name == "output.weight" or (t.name == "token_embd.weight" and "output.weight" not in names):
-            want = gguf.GGMLQuantizationType.Q8_0 if target not in (gguf.GGMLQuantizationType.F32, gguf.GGMLQuantizationType.F16, gguf.GGMLQuantizationType.BF16) else target
-        quantizable = (len(t.shape) >= 2 and t.name.endswith(".weight") and int(t.shape[0]) % gguf.GGML_QUANT_SIZES[want][0] == 0
-                       and not any(s in t.name for s in _NEVER_QUANTIZED))
-        if not quantizable or want == src_type:
-            writer.add_tensor(t.name, t.data, raw_dtype=src_type)
-            continue
-        values = dequantize(np.asarray(t.data), src_type).reshape(int(np.prod(t.shape[1:])), int(t.shape[0]))
-        writer.add_tensor(t.name, quantize(values, want), raw_dtype=want)
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file(progress=False)
-    writer.close()
-
-
-QUANTS_BY_NP = {np_t: ft for ft, np_t in QUANTS.values() if np_t}
-
-
-# ------------------------------------------------------------ LoRA adapter
-
-
-def convert_lora_to_gguf(adapter_dir: str | Path, base_dir: str | Path, out_path: str | Path, outtype: str = "f32") -> Path:
-    """Write a PEFT LoRA adapter as a llama.cpp LoRA GGUF (for `llama-cli -m base.gguf --lora adapter.gguf`).
-
-    The PyPI converter does not ship llama.cpp's convert_lora_to_gguf.py, so this writes
-    the same layout: general.type=adapter, adapter.type=lora, adapter.lora.alpha and
-    `<gguf tensor>.lora_a` / `.lora_b`. Names and row transforms (the Q/K permutation
-    of Llama) come from the converter's class for the base model: lora_B goes through
-    the same `modify_tensors` as the base weight; lora_A is only ever touched on its
-    input side, which those transforms leave alone. rsLoRA and per-module rank/alpha
-    patterns are folded into lora_B (alpha is then written as 0 = "scale 1").
-    """
-    require("conversion", "gguf")
-    import json
-
-    import gguf
-    import torch
-    from conversion import ModelBase, ModelType, get_model_architecture, get_model_class
-    from safetensors.torch import load_file
-
-    adapter_dir, base_dir, out_path = Path(adapter_dir), Path(base_dir), Path(out_path)
-    cfg_path, weights = adapter_dir / "adapter_config.json", adapter_dir / "adapter_model.safetensors"
-    if not cfg_path.exists() or not weights.exists():
-        raise InputError(f"{adapter_dir} needs adapter_config.json and adapter_model.safetensors: pass the adapter folder written by `clonekit train`.")
-    cfg = json.loads(cfg_path.read_text())
-    if cfg.get("use_dora") or cfg.get("modules_to_save"):
-        raise InputError(f"{cfg_path}: DoRA and modules_to_save cannot be expressed as a llama.cpp LoRA; merge the adapter and convert the merged model instead.")
-    alpha, alpha_pattern = float(cfg["lora_alpha"]), cfg.get("alpha_pattern") or {}
-    fold = bool(cfg.get("use_rslora") or cfg.get("rank_pattern") or alpha_pattern)
-    hparams = ModelBase.load_hparams(base_dir, False)
-    if "n_positions" in hparams:
-        hparams.setdefault("n_ctx", hparams["n_positions"])
-    model_class = get_model_class(get_model_architecture(hparams, ModelType.TEXT))
-    base = model_class(base_dir, gguf.LlamaFileType.ALL_F32, Path("unused.gguf"), hparams=hparams)
-    state = load_file(str(weights))
-    tmp = _partial(out_path)
-    writer = gguf.GGUFWriter(tmp, arch=gguf.MODEL_ARCH_NAMES[model_class.model_arch])
-    writer.add_string(gguf.Keys.General.TYPE, gguf.GGUFType.ADAPTER)
-    writer.add_string(gguf.Keys.Adapter.TYPE, "lora")
-    writer.add_float32(gguf.Keys.Adapter.LORA_ALPHA, 0.0 if fold else alpha)
-    dtype = torch.float16 if outtype == "f16" else torch.float32
-    n = 0
-    for key in sorted(k for k in state if ".lora_A." in k):
-        module = key.split(".lora_A.")[0].removeprefix("base_model.model.")
-        a, b = state[key].float(), state[key.replace(".lora_A.", ".lora_B.")].float()
-        if fold:  # the scale PEFT applies, baked into lora_B
-            am = next((float(v) for k, v in alpha_pattern.items() if re.match(rf"(.*\.)?{k}$", module)), alpha)
-            b = b * (am / math.sqrt(a.shape[0]) if cfg.get("use_rslora") else am / a.shape[0])
-        m = re.search(r"\.(\d+)\.", module)
-        try:
-            pieces = list(base.modify_tensors(b, module + ".weight", int(m.group(1)) if m else None))
-        except ValueError:
-            raise InputError(f"{weights}: LoRA on {module} has no llama.cpp tensor; train with the default target modules (attention and MLP projections).") from None
-        for name, piece in pieces:
-            if piece.shape[-1] != a.shape[0]:
-                raise InputError(f"{weights}: the converter reshapes {module} in a way a LoRA pair cannot follow; merge the adapter and convert the merged model instead.")
-            writer.add_tensor(f"{name}.lora_a", a.to(dtype).numpy())
-            writer.add_tensor(f"{name}.lora_b", piece.contiguous().to(dtype).numpy())
-            n += 1
-    if n == 0:
-        raise InputError(f"{weights} holds no lora_A/lora_B tensors: is it a LoRA adapter?")
-    try:
-        writer.write_header_to_file()
-        writer.write_kv_data_to_file()
-        writer.write_tensors_to_file(progress=False)
-        writer.close()
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    os.replace(tmp, out_path)
-    return out_path
-
-
-# -------------------------------------------------------------- load & chat
-
-
-def load_gguf(path: str | Path, n_ctx: int = 2048, threads: int = 0, logits_all: bool = False, lora_path: str | Path | None = None, **kwargs: Any):
-    """Open a GGUF with llama.cpp (llama_cpp.Llama), quietly."""
-    llama_cpp = require("llama_cpp", "gguf")
-    path = Path(path)
-    if not path.exists():
-        raise InputError(f"{path} does not exist. Run `clonekit gguf` first or check the path.")
-    return llama_cpp.Llama(model_path=str(path), n_ctx=n_ctx, n_threads=_threads(threads), n_threads_batch=_threads(threads),
-                           logits_all=logits_all, lora_path=str(lora_path) if lora_path else None, verbose=False, **kwargs)
-
-
-def _open_cached(path: str | Path, n_ctx: int):
-    """The last GGUF opened by path stays loaded, so a chat loop does not reload it every turn."""
-    path = Path(path)
-    if not path.exists():
-        return load_gguf(path, n_ctx=n_ctx)  # raises the InputError that says what to do
-    return _load_cached(str(path.resolve()), path.stat().st_mtime_ns, n_ctx)
-
-
-@functools.lru_cache(maxsize=1)
-def _load_cached(path: str, mtime_ns: int, n_ctx: int):
-    return load_gguf(path, n_ctx=n_ctx)
-
-
-def generate_gguf(model, messages: list[dict[str, str]], max_tokens: int = 256, temperature: float = 0.7, top_p: float = 0.9,
-                  repeat_penalty: float = 1.1, seed: int = 0, stop: list[str] | None = None, n_ctx: int = 2048) -> dict[str, Any]:
-    """One reply through the GGUF's own chat template; {"text", "finish_reason", "tokens"}.
-
-    `model` is a path or a loaded Llama. Generation ends at the model's end-of-turn
-    token (llama.cpp's end-of-generation set); `stop` adds strings (default: the turn
-    markers of the template's family, a guard against run-on into the next turn).
-    """
-    for i, m in enumerate(messages):
-        if not isinstance(m, dict) or m.get("role") not in ("system", "user", "assistant") or not isinstance(m.get("content"), str):
-            raise InputError(f"messages[{i}] = {m!r}: each message needs role system/user/assistant and a string content.")
-    llm = _open_cached(model, n_ctx) if isinstance(model, (str, Path)) else model
-    if stop is None:
-        family = detect_chat_family(llm.metadata.get("tokenizer.chat_template", ""))
-        stop = list(TEMPLATES[family][1]) if family else []
-    out = llm.create_chat_completion(messages=messages, max_tokens=max_tokens, temperature=temperature, top_p=top_p,
-                                     repeat_penalty=repeat_penalty, seed=seed, stop=stop or None)
-    choice = out["choices"][0]
-    return {"text": (choice["message"]["content"] or "").strip(), "finish_reason": choice["finish_reason"],
-            "tokens": out["usage"]["completion_tokens"]}
-
-
-def chat_gguf(model, messages: list[dict[str, str]], max_tokens: int = 256, **kwargs: Any) -> str:
-    """The reply text only; see `generate_gguf`.
-
-    >>> chat_gguf("clone-q8_0.gguf", [{"role": "user", "content": "hi"}])  # doctest: +SKIP
-    'hey! what's up?'
-    """
-    return generate_gguf(model, messages, max_tokens=max_tokens, **kwargs)["text"]
-
-
-# ------------------------------------------------------ Modelfile / run.txt
-
-# family -> (Ollama Go template, stop strings, llama.cpp built-in --chat-template name).
-# System prompts come from Ollama's .System (SYSTEM line); the loops render user/assistant turns.
-TEMPLATES: dict[str, tuple[str, tuple[str, ...], str]] = {
-    "chatml": ("""{{- if .System }}<|im_start|>system
-{{ .System }}<|im_end|>
-{{ end }}
-{{- range .Messages }}
-{{- if eq .Role "user" }}<|im_start|>user
-{{ .Content }}<|im_end|>
-<|im_start|>assistant
-{{ else if eq .Role "assistant" }}{{ .Content }}<|im_end|>
-{{ end }}
-{{- end }}""", ("<|im_end|>", "<|im_start|>"), "chatml"),
-    "llama3": ("""{{- if .System }}<|start_header_id|>system<|end_header_id|>
-
-{{ .System }}<|eot_id|>
-{{- end }}
-{{- range .Messages }}
-{{- if eq .Role "user" }}<|start_header_id|>user<|end_header_id|>
-
-{{ .Content }}<|eot_id|><|start_header_id|>assistant<|end_header_id|>
-
-{{ else if eq .Role "assistant" }}{{ .Content }}<|eot_id|>
-{{- end }}
-{{- end }}""", ("<|eot_id|>", "<|start_header_id|>", "<|end_of_text|>"), "llama3"),
-    "gemma": ("""{{- $first := true }}
-{{- range .Messages }}
-{{- if eq .Role "user" }}<start_of_turn>user
-{{ if and $.System $first }}{{ $.System }}
-
-{{ end }}{{ .Content }}<end_of_turn>
-<start_of_turn>model
-{{ $first = false }}
-{{- else if eq .Role "assistant" }}{{ .Content }}<end_of_turn>
-{{ end }}
-{{- end }}""", ("<end_of_turn>", "<start_of_turn>"), "gemma"),
-    "phi3": ("""{{- if .System }}<|system|>
-{{ .System }}<|end|>
-{{ end }}
-{{- range .Messages }}
-{{- if eq .Role "user" }}<|user|>
-{{ .Content }}<|end|>
-<|assistant|>
-{{ else if eq .Role "assistant" }}{{ .Content }}<|end|>
-{{ end }}
-{{- end }}""", ("<|end|>", "<|user|>", "<|assistant|>", "<|endoftext|>"), "phi3"),
-    "mistral": ("""{{- range $i, $_ := .Messages }}
-{{- if eq .Role "user" }}[INST] {{ if and $.System (eq (len (slice $.Messages $i)) 1) }}{{ $.System }}
-
-{{ end }}{{ .Content }}[/INST]
-{{- else if eq .Role "assistant" }} {{ .Content }}</s>
-{{- end }}
-{{- end }}""", ("</s>", "[INST]"), "mistral-v3"),
-}
-_FAMILY_MARKERS = [("<|im_start|>", "chatml"), ("<|start_header_id|>", "llama3"), ("<start_of_turn>", "gemma"),
-                   ("<|user|>", "phi3"), ("[INST]", "mistral")]
-
-
-def detect_chat_family(chat_template: str | None) -> str | None:
-    """Which TEMPLATES family a Jinja chat template belongs to, or None.
-
-    >>> detect_chat_family("{% for m in messages %}<|im_start|>{{ m.role }}...{% endfor %}")
-    'chatml'
-    """
-    for marker, family in _FAMILY_MARKERS:
-        if chat_template and marker in chat_template:
-            return family
-    return None
-
-
-def default_system_prompt(chat_template: str | None) -> str | None:
-    """The system prompt a template inserts when the conversation has none (SmolLM2, Llama 3.1 do).
-
-    The clone was trained with it in front of every chat, so Ollama should send it too.
-    """
-    family = detect_chat_family(chat_template)
-    pattern = {"chatml": r"^<\|im_start\|>system\n(.*?)<\|im_end\|>", "llama3": r"<\|start_header_id\|>system<\|end_header_id\|>\n\n(.*?)<\|eot_id\|>"}.get(family or "")
-    if not pattern:
-        return None
-    try:
-        from jinja2.sandbox import ImmutableSandboxedEnvironment
-
-        env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
-        env.globals.update(raise_exception=lambda msg: (_ for _ in ()).throw(ValueError(msg)), strftime_now=lambda fmt: "")
-        text = env.from_string(chat_template).render(messages=[{"role": "user", "content": "hi"}], add_generation_prompt=True,
-                                                    bos_token="", eos_token="")
-    except Exception:  # any template error just means "no default found"
-        return None
-    m = re.search(pattern, text, re.S)
-    return m.group(1) if m else None
-
-
-def write_modelfile(gguf_path: str | Path, out_dir: str | Path, chat_template: str | None = None, eos_token: str | None = None, *,
-                    system: str | None = None, temperature: float = 0.7, top_p: float = 0.9, repeat_penalty: float = 1.1,
-                    num_ctx: int = 2048, model_name: str = "clone") -> Path:
-    """Write `Modelfile` (Ollama) and `run.txt` (llama.cpp, Ollama and Python commands) into out_dir.
-
-    The chat template and end token are read from the GGUF when not given. Templates
-    of the ChatML, Llama-3, Gemma, Phi-3 and Mistral families are translated to Go
-    templates; any other family gets no TEMPLATE line (Ollama then falls back to the
-    GGUF's own template) and a comment saying so.
-    """
-    gguf_path, out_dir = Path(gguf_path), Path(out_dir)
-    if chat_template is None or eos_token is None:
-        info = inspect_gguf(gguf_path)
-        chat_template = chat_template if chat_template is not None else info["chat_template"]
-        eos_token = eos_token or info["eos_token"]
-        eot = info.get("eot_token")
-    else:
-        eot = None
-    family = detect_chat_family(chat_template)
-    if system is None or system == "":
-        system = default_system_prompt(chat_template) or ""
-    src = f"./{gguf_path.name}" if gguf_path.parent.resolve() == out_dir.resolve() else str(gguf_path.resolve())
-    lines = [f"# Ollama Modelfile written by clonekit for {gguf_path.name}", f"FROM {src}", ""]
-    stops: list[str] = []
-    if family:
-        go_template, family_stops, _ = TEMPLATES[family]
-        lines += [f'# chat template family: {family}', f'TEMPLATE """{go_template}"""', ""]
-        stops += family_stops
-    else:
-        lines += ["# chat template not recognised: no TEMPLATE line, Ollama uses the GGUF's own tokenizer.chat_template", ""]
-    for tok in (eos_token, eot):
-        if tok and tok not in stops:
-            stops.append(tok)
-    if system:
-        lines += [f'SYSTEM """{system}"""', ""]
-    lines += [f'PARAMETER stop "{s}"' for s in stops]
-    lines += [f"PARAMETER temperature {temperature}", f"PARAMETER top_p {top_p}", f"PARAMETER repeat_penalty {repeat_penalty}",
-              f"PARAMETER num_ctx {num_ctx}", ""]
-    from .storage import atomic_write_text
-
-    modelfile = atomic_write_text(out_dir / "Modelfile", "\n".join(lines))
-    sampling = f"-c {num_ctx} --temp {temperature} --top-p {top_p} --repeat-penalty {repeat_penalty}"
-    builtin = f"--chat-template {TEMPLATES[family][2]}" if family else "--jinja"
-    run = [
-        f"# How to run {gguf_path.name}",
-        "", "# llama.cpp, chat in the terminal with the chat template stored in the GGUF:",
-        f"llama-cli -m {gguf_path.name} -cnv --jinja {sampling}",
-        "# the same with llama.cpp's built-in template of this family:",
-        f"llama-cli -m {gguf_path.name} -cnv {builtin} {sampling}",
-        "# OpenAI-compatible server on http://localhost:8080:",
-        f"llama-server -m {gguf_path.name} --jinja {sampling} --port 8080",
-        "", "# Ollama (uses the Modelfile next to this file):",
-        f"ollama create {model_name} -f Modelfile", f"ollama run {model_name}",
-        "", "# Python (pip install 'clonekit[gguf]'):",
-        f"python -c \"from clonekit.gguf import chat_gguf; print(chat_gguf('{gguf_path.name}', [{{'role': 'user', 'content': 'hi'}}]))\"", "",
-    ]
-    atomic_write_text(out_dir / "run.txt", "\n".join(run))
-    return modelfile
 
 
 # -------------------------------------------------------------- entry point

@@ -1,5 +1,6 @@
-"""clonekit.gguf: config checks, Modelfile, conversion round-trips per architecture,
-quantization (llama.cpp and pure numpy), chat stopping, LoRA adapter GGUF, run_gguf.
+"""clonekit.gguf: config checks, conversion round-trips per architecture,
+quantization (llama.cpp and pure numpy), chat stopping, run_gguf.
+(Modelfile and Go templates: tests/test_gguf_modelfile.py; LoRA adapter GGUF: tests/test_gguf_lora.py.)
 
 Round-trip tolerance: a tiny random-weight model converted to an F32 GGUF must give
 the same logits in llama.cpp as in transformers within 2e-3 of the largest |logit|
@@ -21,9 +22,9 @@ import numpy as np
 import pytest
 
 from clonekit.errors import ConfigError, DependencyError
-from clonekit.gguf import (ALL_QUANTS, GGUFConfig, TEMPLATES, convert_lora_to_gguf, convert_to_gguf, default_system_prompt,
-                           detect_chat_family, expand_quants, generate_gguf, inspect_gguf, load_gguf, quantize_gguf, run_gguf,
-                           write_modelfile)
+from clonekit.gguf import ALL_QUANTS, GGUFConfig, convert_to_gguf, expand_quants, quantize_gguf, run_gguf
+from clonekit.gguf_chat import generate_gguf, load_gguf
+from clonekit.gguf_inspect import inspect_gguf
 
 FIXTURES = Path(__file__).parent / "fixtures" / "gguf"
 HAVE = all(importlib.util.find_spec(m) for m in ("llama_cpp", "conversion", "transformers", "torch"))
@@ -59,81 +60,6 @@ def test_quants_all_expands_and_normalises(tmp_path):
     cfg = GGUFConfig(merged_dir=str(tmp_path), out_dir=str(tmp_path / "out"), quants=["all"])
     assert cfg.quants == ALL_QUANTS and len(set(cfg.quants)) == 10
     assert expand_quants("Q8_0, q4_k_m q8_0") == ["q8_0", "q4_k_m"]
-
-
-@pytest.mark.parametrize("template,family", [(LLAMA3_TEMPLATE, "llama3"), (GEMMA_TEMPLATE, "gemma"), (MISTRAL_TEMPLATE, "mistral"),
-                                             ("{% for m in messages %}<|user|>\n{{ m.content }}<|end|>{% endfor %}", "phi3"),
-                                             ("{{ messages[0].content }}", None)])
-def test_detect_chat_family(template, family):
-    assert detect_chat_family(template) == family
-
-
-@pytest.mark.skipif(importlib.util.find_spec("transformers") is None, reason="the embedded model's template needs clonekit[train] to build")
-def test_modelfile_chatml_keeps_default_system_prompt(tmp_path):
-    smol_template = (Path(_smol_dir()) / "chat_template.jinja").read_text()
-    path = write_modelfile(tmp_path / "clone-q8_0.gguf", tmp_path, smol_template, "<|im_end|>", temperature=0.6, num_ctx=1024)
-    text = path.read_text()
-    assert "FROM ./clone-q8_0.gguf" in text
-    assert 'SYSTEM """You are a helpful AI assistant named SmolLM, trained by Hugging Face"""' in text
-    assert text.count('PARAMETER stop "<|im_end|>"') == 1 and 'PARAMETER stop "<|im_start|>"' in text
-    assert "PARAMETER temperature 0.6" in text and "PARAMETER num_ctx 1024" in text and "PARAMETER repeat_penalty" in text
-    assert TEMPLATES["chatml"][0] in text
-    run = (tmp_path / "run.txt").read_text()
-    assert "llama-cli -m clone-q8_0.gguf -cnv --jinja" in run and "--chat-template chatml" in run and "ollama create clone -f Modelfile" in run
-
-
-@pytest.mark.parametrize("template,stops", [(LLAMA3_TEMPLATE, ["<|eot_id|>", "<|end_of_text|>"]), (GEMMA_TEMPLATE, ["<end_of_turn>"]),
-                                            (MISTRAL_TEMPLATE, ["</s>", "[INST]"])])
-def test_modelfile_other_families(tmp_path, template, stops):
-    text = write_modelfile(tmp_path / "m.gguf", tmp_path, template, "<eos>", system="Be Alex.").read_text()
-    family = detect_chat_family(template)
-    assert f'TEMPLATE """{TEMPLATES[family][0]}"""' in text and 'SYSTEM """Be Alex."""' in text
-    for s in stops + ["<eos>"]:
-        assert f'PARAMETER stop "{s}"' in text
-
-
-def test_modelfile_unknown_template_says_so(tmp_path):
-    text = write_modelfile(tmp_path / "m.gguf", tmp_path, "{{ messages }}", "</s>").read_text()
-    assert "TEMPLATE" not in text.replace("no TEMPLATE line", "") and "not recognised" in text
-
-
-def test_default_system_prompt_only_when_template_inserts_one():
-    assert default_system_prompt(LLAMA3_TEMPLATE) is None
-    assert default_system_prompt("{{ broken") is None
-
-
-@pytest.mark.skipif(shutil.which("go") is None, reason="go not installed: the Go templates are checked against Go's text/template only where it is")
-def test_go_templates_render_like_jinja(tmp_path):
-    """Render each Ollama template with Go's text/template and a Jinja reference of the family: same prompt.
-
-    Run with and without a system prompt (Ollama passes it as .System and also as a
-    system message in .Messages, which the templates skip)."""
-    import subprocess
-
-    from jinja2 import Environment
-
-    turns = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hey"}, {"role": "user", "content": "ok?"}]
-    sys_first = "{% set sys = messages[0]['content'] if messages[0]['role'] == 'system' else '' %}"
-    jinja = {"chatml": "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}<|im_start|>assistant\n",
-             "llama3": LLAMA3_TEMPLATE.replace("{{ bos_token }}", ""),
-             "gemma": sys_first + "{% for m in messages if m.role != 'system' %}<start_of_turn>{{ 'model' if m.role == 'assistant' else 'user' }}\n"
-                      "{% if loop.first and sys %}{{ sys }}\n\n{% endif %}{{ m.content }}<end_of_turn>\n{% endfor %}<start_of_turn>model\n",
-             "phi3": "{% for m in messages %}<|{{ m.role }}|>\n{{ m.content }}<|end|>\n{% endfor %}<|assistant|>\n",
-             "mistral": sys_first + "{% for m in messages if m.role != 'system' %}{% if m.role == 'user' %}[INST] {% if loop.last and sys %}{{ sys }}\n\n"
-                        "{% endif %}{{ m.content }}[/INST]{% else %} {{ m.content }}</s>{% endif %}{% endfor %}"}
-    cases = [("", turns), ("Be Alex.", [{"role": "system", "content": "Be Alex."}] + turns)]
-    prog = ['package main', 'import ("os"; "text/template")', 'type M struct { Role, Content string }', "func main() {"]
-    for k, (system, msgs) in enumerate(cases):
-        prog.append(f"  msgs{k} := []M{{" + ", ".join("{%s, %s}" % (json.dumps(m["role"]), json.dumps(m["content"])) for m in msgs) + "}")
-        for fam, (go, _, _) in TEMPLATES.items():
-            prog.append(f'  template.Must(template.New("{fam}").Parse({json.dumps(go)})).Execute(os.Stdout, map[string]any{{"Messages": msgs{k}, '
-                        f'"System": {json.dumps(system)}}}); os.Stdout.WriteString("\\x00")')
-    prog.append("}")
-    (tmp_path / "main.go").write_text("\n".join(prog))
-    out = subprocess.run(["go", "run", str(tmp_path / "main.go")], capture_output=True, text=True, check=True, timeout=300).stdout.split("\x00")
-    env = Environment(keep_trailing_newline=True)
-    expected = [env.from_string(jinja[fam]).render(messages=msgs, add_generation_prompt=True, bos_token="") for _, msgs in cases for fam in TEMPLATES]
-    assert out[:-1] == expected
 
 
 # ------------------------------------------------------------ tiny models
@@ -355,42 +281,6 @@ def test_quantize_without_llama_cpp(tiny_f16, tmp_path, monkeypatch):
     with pytest.raises(DependencyError, match=r"pip install 'clonekit\[gguf\]'"):
         quantize_gguf(tiny_f16, tmp_path / "k.gguf", "q4_k_m")
     assert not (tmp_path / "k.gguf").exists() and not list(tmp_path.glob(".*partial"))
-
-
-# ----------------------------------------------------------------- LoRA GGUF
-
-
-@needs_gguf
-@pytest.mark.slow
-@pytest.mark.parametrize("rslora", [False, True])
-def test_lora_adapter_gguf_matches_merged(tmp_path, rslora):
-    import torch
-    from peft import LoraConfig, get_peft_model
-
-    model, ids = build_tiny("llama3", tmp_path / "base")
-    peft_model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, use_rslora=rslora, init_lora_weights=False, target_modules=[
-        "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]))
-    with torch.no_grad():
-        for n, p in peft_model.named_parameters():
-            if "lora_" in n:
-                p.normal_(0, 0.1)
-    peft_model.save_pretrained(tmp_path / "adapter")
-    with_adapter = _hf_logits(peft_model, ids)
-    merged = peft_model.merge_and_unload()
-    merged.save_pretrained(tmp_path / "merged")
-    _bpe_tokenizer(tmp_path / "merged")
-
-    base_gguf = convert_to_gguf(tmp_path / "base", tmp_path / "base.gguf", "f32")
-    merged_gguf = convert_to_gguf(tmp_path / "merged", tmp_path / "merged.gguf", "f32")
-    lora_gguf = convert_lora_to_gguf(tmp_path / "adapter", tmp_path / "base", tmp_path / "lora.gguf")
-    info = inspect_gguf(lora_gguf)
-    assert info["type"] == "adapter" and info["architecture"] == "llama"
-
-    base, via_lora, via_merged = _gguf_logits(base_gguf, ids), _gguf_logits(base_gguf, ids, lora_gguf), _gguf_logits(merged_gguf, ids)
-    scale = np.abs(via_merged).max()
-    assert np.abs(via_lora - via_merged).max() / scale < REL_TOL
-    assert np.abs(via_lora - with_adapter).max() / scale < REL_TOL
-    assert np.abs(base - via_merged).max() / scale > 50 * REL_TOL  # the adapter really changes the output
 
 
 # ---------------------------------------------------------------- the stage

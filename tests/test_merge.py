@@ -19,15 +19,12 @@ from clonekit.config import load_config  # noqa: E402
 from clonekit.errors import ConfigError, InputError  # noqa: E402
 from clonekit.merge import (  # noqa: E402
     MergeConfig,
-    QuantSpec,
     merge_adapter,
-    nf4_round_trip,
     read_adapter,
     run_merge,
-    verification_prompts,
-    verify_merge,
-    verify_tensors,
 )
+from clonekit.merge_nf4 import QuantSpec, nf4_round_trip  # noqa: E402
+from clonekit.merge_verify import verify_merge  # noqa: E402
 
 PROMPTS = ["hello there, how are you?", "see you at 7 tomorrow!"]
 
@@ -187,76 +184,6 @@ def test_dequantized_base_matches_nf4_reference(llama, tmp_path):
     key = "model.layers.0.mlp.up_proj.weight"  # not adapted: exactly the NF4-rounded weight
     assert torch.equal(merged[key], nf4_round_trip(original[key], QuantSpec(dtype="float16")).float())
     assert torch.equal(merged["model.norm.weight"], original["model.norm.weight"])
-
-
-@pytest.mark.slow
-def test_tensor_probe_verification_catches_a_wrong_merge(llama, tmp_path):
-    """The bounded-memory check used when the model does not fit in RAM: passes a right merge (DoRA and
-    rsLoRA included), fails a merge of another adapter and a changed unadapted tensor."""
-    adapter = save_adapter(llama, tmp_path / "adapter", use_dora=True, use_rslora=True)
-    merge_adapter(llama, adapter, tmp_path / "merged", progress=False)
-    v = verify_tensors(llama, adapter, tmp_path / "merged")
-    assert v["tensors_probed"] == 14 and v["tensors_equal"] == 7 and v["tensors_different"] == 0, v  # embed, 5 norms, lm_head
-    assert v["max_rel_diff"] < 1e-5 and v["adapter_effect"] > 0.01, v
-    assert v["max_err_over_adapter"] < 1e-3 and v["tensors_adapter_resolved"] == 14, v
-    other = save_adapter(llama, tmp_path / "other", seed=2, use_dora=True, use_rslora=True)
-    assert verify_tensors(llama, other, tmp_path / "merged")["max_err_over_adapter"] > 0.5  # another adapter's merge
-    assert verify_tensors(llama, adapter, llama)["max_err_over_adapter"] > 0.9  # the adapter left out
-    from safetensors.torch import load_file, save_file
-
-    shard = next(p for p in shards(tmp_path / "merged") if "model.norm.weight" in load_file(p))
-    tensors = load_file(shard)
-    tensors["model.norm.weight"] = tensors["model.norm.weight"] * 1.01
-    save_file(tensors, shard, metadata={"format": "pt"})
-    assert verify_tensors(llama, adapter, tmp_path / "merged")["tensors_different"] == 1
-
-
-@pytest.mark.slow
-def test_run_merge_without_ram_for_the_model_uses_probes(tmp_path, monkeypatch):
-    """An 8B merge on a 12 GB machine: no room to load the model for a logits check, so run_merge checks
-    tensor by tensor (here GPT-2's Conv1D weights, merged into the NF4-rounded base of a QLoRA run)."""
-    import clonekit.merge as cm
-
-    base = save_base(tmp_path / "base", kind="gpt2")
-    run = tmp_path / "run"
-    save_adapter(base, run / "adapter", target_modules=["c_attn", "c_fc"], fan_in_fan_out=True)
-    (run / "train_config.json").write_text(json.dumps({"load_in_4bit": True}))
-    monkeypatch.setattr(cm, "_available_ram", lambda: 10**8)
-    result = run_merge(MergeConfig(run_dir=str(run)))
-    v = result.verification
-    assert v["method"] == "tensor probes" and v["ok"] and result.dequantized_base, v
-    assert v["tensors_probed"] == 4 and v["tensors_different"] == 0 and v["max_rel_diff"] < 1e-5 < v["adapter_effect"], v
-
-
-def test_verification_prompts_come_from_the_validation_split(tmp_path):
-    rows = [{"messages": [{"role": "user", "content": "привет"}, {"role": "assistant", "content": "ку"}, {"role": "user", "content": "?"}]},
-            {"text": "no messages"}]
-    (tmp_path / "validation.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
-    got = verification_prompts({"data_dir": str(tmp_path)}, 2)
-    assert got[0] == rows[0]["messages"][:2] and isinstance(got[1], str)  # cut after the first reply; then a built-in prompt
-    assert all(isinstance(p, str) for p in verification_prompts({}, 3))
-
-
-def test_nf4_round_trip_matches_bitsandbytes():
-    F = pytest.importorskip("bitsandbytes.functional")
-    torch.manual_seed(0)
-    w = torch.randn(96, 200) * 0.02  # 19200 values: 300 blocks of 64, no remainder issues
-    for dtype in ("bfloat16", "float16", "float32"):
-        q, state = F.quantize_4bit(w.to(getattr(torch, dtype)), quant_type="nf4", blocksize=64, compress_statistics=False)
-        assert torch.equal(nf4_round_trip(w, QuantSpec(double_quant=False, dtype=dtype)), F.dequantize_4bit(q, state))
-        q, state = F.quantize_4bit(w.to(getattr(torch, dtype)), quant_type="nf4", blocksize=64, compress_statistics=True)
-        ref = F.dequantize_4bit(q, state).float()
-        mine = nf4_round_trip(w, QuantSpec(double_quant=True, dtype=dtype)).float()
-        # bnb's CPU kernel rounds the 8-bit absmax with a lookup table, not to the nearest code: rare 1-step differences
-        assert (mine != ref).float().mean() < 0.01 and (mine - ref).abs().max() < 1e-3
-
-
-def test_nf4_round_trip_is_idempotent_and_lossy():
-    torch.manual_seed(0)
-    w = torch.randn(64, 130)  # 8320 values: the last block is short
-    once = nf4_round_trip(w, QuantSpec(double_quant=False, dtype="float32"))
-    assert 0.02 < (once - w).abs().mean() < 0.2 and once.unique().numel() > 16
-    assert torch.equal(nf4_round_trip(once, QuantSpec(double_quant=False, dtype="float32")), once)
 
 
 def test_config_checks_collected():
