@@ -127,6 +127,19 @@ def assign_roles(conv: Conversation, wanted: set[str]) -> Conversation:
     return replace(conv, messages=out)
 
 
+def with_roles(conv: Conversation, me: list[str]) -> Conversation | None:
+    """The conversation with roles set: ready datasets as they are, chats via `assign_roles`;
+    None when the persona does not speak in it. LookupError when nothing says who the persona is."""
+    if conv.format in READY_FORMATS or all(m.role for m in conv.messages):
+        return conv
+    wanted = persona_names(conv, me)
+    if not wanted:
+        raise LookupError(conv.id)
+    if not any(_matches(m, wanted) for m in conv.messages if m.kind != "service"):
+        return None
+    return assign_roles(conv, wanted)
+
+
 # ---------------------------------------------------------------- filters
 
 
@@ -314,16 +327,13 @@ def run_prepare(config: DatasetConfig) -> PrepareResult:
                     by_sender[m.author or m.role] += 1
                     if m.author:
                         senders[m.author] += 1
-            if conv.format in READY_FORMATS or all(m.role for m in conv.messages):
-                roled = conv
-            else:
-                wanted = persona_names(conv, me)
-                if not wanted:
-                    raise ClonekitError(f"{path}: the export does not say whose it is. Pass --me NAME; senders: {_top_senders(senders)}.")
-                if not any(_matches(m, wanted) for m in conv.messages if m.kind != "service"):
-                    skipped["chats_without_persona"] += 1
-                    continue
-                roled = assign_roles(conv, wanted)
+            try:
+                roled = with_roles(conv, me)
+            except LookupError:
+                raise ClonekitError(f"{path}: the export does not say whose it is. Pass --me NAME; senders: {_top_senders(senders)}.") from None
+            if roled is None:
+                skipped["chats_without_persona"] += 1
+                continue
             kept = filter_messages(roled, config, skipped)
             if config.privacy.enabled:
                 kept, counts, found = redact_conversation(kept, config.privacy)
@@ -399,13 +409,12 @@ def scrubbed_probes(data_dir: str | Path, limit: int = 32) -> tuple[list[tuple[l
     for i, path in enumerate(config.inputs):
         me = [config.me[i]] if len(config.me) == len(config.inputs) > 1 else config.me
         for conv in parse_export(path, None if config.format == "auto" else config.format):
-            if conv.format in READY_FORMATS or all(m.role for m in conv.messages):
-                roled = conv
-            else:
-                wanted = persona_names(conv, me)
-                if not wanted or not any(_matches(m, wanted) for m in conv.messages if m.kind != "service"):
-                    continue
-                roled = assign_roles(conv, wanted)
+            try:
+                roled = with_roles(conv, me)
+            except LookupError:
+                roled = None
+            if roled is None:
+                continue
             kept = filter_messages(roled, config, Counter())
             redacted, _, found = redact_conversation(kept, config.privacy)
             probes += scrubbed_item_probes(kept, redacted, found, config.context_turns)
