@@ -97,6 +97,26 @@ def _name_matcher(names: tuple[str, ...], allow: frozenset[str]) -> tuple[re.Pat
     "маринад"); the dict then keeps exact forms. A short alternation of stems
     compiles in well under a millisecond, which matters with thousands of small chats.
     """
+    alternatives, key_of = _name_alternatives(names, allow)
+    if not key_of:
+        return None, {}
+    return re.compile(f"(?:{'|'.join(alternatives)})\\w*"), key_of
+
+
+@lru_cache(maxsize=4096)
+def _name_passes(names: tuple[str, ...], allow: frozenset[str]) -> tuple[re.Pattern, ...]:
+    """`_name_matcher`'s pattern split into one pattern per first letter.
+
+    A pattern that starts with one literal char skips text ~10x faster than one that starts with a
+    set of chars; `scanner._merge_passes` puts the matches back into the single pattern's order.
+    """
+    alternatives, key_of = _name_alternatives(names, allow)
+    return tuple(re.compile(f"{alt}\\w*") for alt in alternatives) if key_of else ()
+
+
+@lru_cache(maxsize=256)
+def _name_alternatives(names: tuple[str, ...], allow: frozenset[str]) -> tuple[tuple[str, ...], dict[str, str]]:
+    """Regex alternatives for the stems of every participant's name forms (one per first letter), and form -> participant."""
     key_of: dict[str, str] = {}
     stems: dict[str, None] = {}
     for participant in sorted(names):
@@ -108,10 +128,12 @@ def _name_matcher(names: tuple[str, ...], allow: frozenset[str]) -> tuple[re.Pat
             by_start.setdefault(f[:3], []).append(f)
         for group in by_start.values():
             stems[os.path.commonprefix(group)] = None
-    if not key_of:
-        return None, {}
-    pattern = "|".join(re.escape(st) for st in sorted(stems, key=len, reverse=True))
-    return re.compile(f"(?:{pattern})\\w*"), key_of
+    # Grouped by first letter, so the engine tries one group per candidate letter rather than every stem.
+    # The match is the whole word (stem + \w*) whichever stem fits, so the order of the stems is free.
+    by_first: dict[str, list[str]] = {}
+    for st in sorted(stems, key=len, reverse=True):
+        by_first.setdefault(st[0], []).append(re.escape(st[1:]))
+    return tuple(re.escape(c) + "(?:" + "|".join(rests) + ")" for c, rests in by_first.items()), key_of
 
 
 @lru_cache(maxsize=64)

@@ -39,17 +39,20 @@ def mask_value(value: str, type_: str) -> str:
     head, tail = _KEEP.get(type_, (1, 0))
     if type_ == "secret" and len(value) >= 16:
         head = 3
-    n = sum(c.isalnum() for c in value)
+    starred, n = _ALNUM.subn("*", value)  # [^\W_] is exactly str.isalnum
     if n < 6 or head + tail > n // 2:  # short values show at most their first character
         head, tail = min(head, 1), 0
-    out, i = [], 0
-    for c in value:
-        if c.isalnum():
-            out.append(c if i < head or i >= n - tail else "*")
-            i += 1
-        else:
-            out.append(c)
-    return "".join(out)
+    a = b = 0  # value[:a] shows the first `head` alnum chars, value[len - b:] the last `tail`
+    if head:
+        m = _HEADS[head].match(value)
+        a = m.end() if m else 0  # no match: no alnum char at all
+    if tail:
+        b = _HEADS[tail].match(value[::-1]).end()
+    return value[:a] + starred[a:len(value) - b] + value[len(value) - b:]
+
+
+_ALNUM = re.compile(r"[^\W_]")
+_HEADS = {k: re.compile(r"(?:[\W_]*[^\W_]){%d}" % k) for k in range(1, 5)}  # up to the k-th alnum char
 
 
 def write_privacy_report(findings: Iterable[Finding], path: str | Path) -> Path:

@@ -21,13 +21,14 @@ from __future__ import annotations
 
 import re
 from functools import lru_cache
+from operator import methodcaller
 from typing import TYPE_CHECKING, Sequence
 
 from .checksums import _IBAN_LEN, _card_brand_ok, _passport_plausible, inn_ok, iban_ok, luhn_ok, snils_ok, wallet_ok
-from .names import _block_matcher, _name_matcher
+from .names import _block_matcher, _name_matcher, _name_passes
 from .patterns import (_AT, _CARD_FMT, _DATE_GROUP, _DCOLON, _DROPPABLE, _EMAIL_LEFT, _EMAIL_RIGHT, _GROUP, _IBAN_HEAD,
                        _IBAN_SPAN, _IP6_LEFT, _IP6_RIGHT, _IPV4, _KEY, _KEY_CTX, _NEG_CTX, _NONDIGIT, _NUM, _P_IBAN,
-                       _P_PW, _P_TOK, _P_URL, _P_WWW, _PASSPORT_CTX, _PASSPORT_FMT, _PASSPORT_MARKED, _PHONE_CTX,
+                       _P_PW_PASSES, _P_TOK, _P_URL, _P_WWW, _PASSPORT_CTX, _PASSPORT_FMT, _PASSPORT_MARKED, _PHONE_CTX,
                        _PW_STOP, _PW_TAIL, _SNILS_FMT, _TRAIL, _TRUNK0, _URL_BODY, _URL_SCHEME, _VERSION_CTX,
                        _looks_random, _url_has_secret)
 
@@ -45,6 +46,20 @@ TYPES: dict[str, tuple[str, str]] = {
 # Which of two overlapping finds wins (lower first): the more specific check.
 _PRIORITY = {"blocked": 0, "url": 1, "email": 2, "secret": 3, "wallet": 4, "iban": 5, "card": 6, "snils": 7,
              "passport": 7, "inn": 7, "phone": 7, "ip": 8, "name": 9}
+
+
+def _table(groups: dict[bytes, bytes], rest: bytes = b" ") -> bytes:
+    table = bytearray(rest * 256)
+    for chars, to in groups.items():
+        for c in chars:
+            table[c] = to[0]
+    return bytes(table)
+
+
+_IBAN_TABLE = _table({bytes(range(65, 91)): b"A", b"0123456789": b"0", b"?": b"?"})
+_TOK_TABLE = _table({b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_+/=-.:": b"t"})
+_IBAN_DIGITS = {b"00", b"0?", b"?0", b"??"}
+_TOK_RUN = b"t" * 20
 
 
 def _compact(s: str) -> str:
@@ -85,6 +100,7 @@ class _Scanner:
         self.allow = _allow_keys(tuple(config.allowlist))
         names = tuple(sorted(set(names)))
         self.name_re, self.name_key = _name_matcher(names, self.allow) if config.names and names else (None, {})
+        self.name_passes = _name_passes(names, self.allow) if self.name_re is not None else ()
         self.block_re, self.block_key = _block_matcher(tuple(config.blocklist))
 
     def scan(self, text: str) -> list[tuple[int, int, str, str]]:
@@ -101,29 +117,48 @@ class _Scanner:
                 s = m.start()
                 if not _word_before(text, s, "/."):
                     urls.append((s, self._url(text, s, _URL_BODY.match(text, s).end(), out)))
+        # The charset-led passes (IBAN, tokens) cost ~5 ns a char in the regex engine even where
+        # nothing matches; bytes.translate + a literal search over a 1-byte-per-char copy of the text
+        # find the few places where they can match at a fraction of that.
+        lat = text.encode("latin-1", "replace")  # one byte a char: other chars -> "?"
         if "iban" in on:
-            for m in _P_IBAN.finditer(text):
-                self._iban(text, m.start(), m.end(), out)
+            tb, end = lat.translate(_IBAN_TABLE), 0
+            p = tb.find(b"AA")
+            while p >= 0:  # every IBAN match starts at "AA" followed by two digits ("?": maybe a non-ASCII \d)
+                if p >= end and tb[p + 2:p + 4] in _IBAN_DIGITS:
+                    m = _P_IBAN.match(text, p)
+                    if m:
+                        end = m.end()
+                        self._iban(text, p, end, out)
+                p = tb.find(b"AA", p + 1)
         if "email" in on and "@" in text:
             for m in _AT.finditer(text):
                 self._email(text, m.start(), out)
         if "secret" in on:
-            for m in _P_PW.finditer(text):
+            for m in _merge_passes(_P_PW_PASSES, text):
                 if not _word_before(text, m.start(), "-"):
                     self._password(text, m, out)
         if "ip" in on and "::" in text:
             for m in _DCOLON.finditer(text):
                 self._ip6_around(text, m.start(), out)
         n_tok = len(out)
-        for m in _P_TOK.finditer(text):
-            self._token(text, m.start(), m.end(), out)
+        tb = lat.translate(_TOK_TABLE)  # token chars -> "t", the rest -> " "
+        p = tb.find(_TOK_RUN)
+        while p >= 0:  # a token match can only start where a run of 20+ token chars starts, and ends with it
+            e = tb.find(b" ", p)
+            m = _P_TOK.match(text, p)
+            if m:
+                self._token(text, p, m.end(), out)
+            if e < 0:
+                break
+            p = tb.find(_TOK_RUN, e)
         if urls and len(out) > n_tok:  # a URL's own parts are judged by _url_has_secret, not as loose tokens
             out[n_tok:] = [c for c in out[n_tok:] if c[2] != "secret" or not any(a <= c[0] < b for a, b in urls)]
         for m in _NUM.finditer(text):
             self._number(text, m.start(), m.end(), out)
         if self.name_re is not None:
             key_of = self.name_key
-            for m in self.name_re.finditer(text):
+            for m in _merge_passes(self.name_passes, text):
                 key = key_of.get(m.group())
                 if key is not None and not _word_before(text, m.start(), "@"):
                     out.append((m.start(), m.end(), "name", key))
@@ -362,6 +397,23 @@ class _Scanner:
             ok = any(not c.isalpha() for c in v) or any(c.isupper() for c in v[1:])
         if ok:
             out.append((vs, ve, "secret", v))
+
+
+_START = methodcaller("start")
+
+
+def _merge_passes(patterns: tuple[re.Pattern, ...], text: str) -> list[re.Match]:
+    """Matches of patterns that start with different chars, as one alternation of them finds them:
+    by position, leaving out a match that starts inside the previous one."""
+    if len(patterns) == 1:
+        return list(patterns[0].finditer(text))
+    found = sorted((m for p in patterns for m in p.finditer(text)), key=_START)
+    kept, end = [], 0
+    for m in found:
+        if m.start() >= end:
+            kept.append(m)
+            end = m.end()
+    return kept
 
 
 def _word_before(text: str, s: int, extra: str = "") -> bool:
