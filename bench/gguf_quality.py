@@ -35,7 +35,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from clonekit import gguf_quality as gq  # noqa: E402
-from clonekit.gguf import ALL_QUANTS, convert_to_gguf, generate_gguf, load_gguf, quantize_gguf  # noqa: E402
+from clonekit.gguf import ALL_QUANTS, convert_to_gguf, quantize_gguf  # noqa: E402
+from clonekit.gguf_chat import generate_gguf, load_gguf  # noqa: E402
 from clonekit.models import resolve_base_model  # noqa: E402
 from clonekit.storage import atomic_write_text, write_json, write_jsonl  # noqa: E402
 

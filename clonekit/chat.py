@@ -145,7 +145,7 @@ def run_chat(config: ChatConfig, prompts: list[str] | None = None, read: Callabl
     if not path.exists():
         raise InputError(f"{path} does not exist. Pass a run folder (from `clonekit train`), a merged folder or a .gguf file.")
     if path.suffix == ".gguf":
-        from .gguf import chat_gguf
+        from .gguf_chat import chat_gguf
 
         system = config.system_prompt if config.system_prompt is not None else trained_system_prompt(path.parent)
         respond = lambda msgs: chat_gguf(str(path), msgs, max_tokens=config.max_new_tokens, temperature=config.temperature,

@@ -18,7 +18,7 @@ from collections import Counter
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from . import storage
 from .chat_template import DEFAULT_SYSTEM_PROMPT
@@ -95,10 +95,6 @@ def persona_names(conv: Conversation, me: list[str]) -> set[str]:
     if conv.owner or conv.owner_id:
         return {x.casefold() for x in (conv.owner, conv.owner_id) if x}
     return set()
-
-
-def sender_summary(convs: Iterable[Conversation], n: int = 5) -> str:
-    return _top_senders(Counter(m.author for c in convs for m in c.messages if m.kind != "service" and m.author), n)
 
 
 def _top_senders(counts: Counter, n: int = 5) -> str:

@@ -30,12 +30,7 @@ from typing import Any
 
 from .config import check, opt, save_config
 from .errors import ClonekitError, ConfigError, DependencyError, InputError, require
-# Re-exported: `from clonekit.gguf import chat_gguf` (chat.py, pipeline.py, run.txt), inspect_gguf and load_gguf
-# (gguf_quality.py, bench/gguf_quality.py) and the rest keep working.
-from .gguf_chat import chat_gguf, generate_gguf, load_gguf  # noqa: F401
-from .gguf_inspect import inspect_gguf  # noqa: F401
-from .gguf_lora import convert_lora_to_gguf  # noqa: F401
-from .gguf_modelfile import TEMPLATES, default_system_prompt, detect_chat_family, write_modelfile  # noqa: F401
+from .gguf_modelfile import write_modelfile
 
 # name -> (llama.cpp ftype, ggml type the pure-numpy path can write, or None)
 QUANTS: dict[str, tuple[str, str | None]] = {

@@ -3,7 +3,7 @@
 `chat_gguf` returns one reply; `generate_gguf` also says why generation stopped and how
 many tokens it took; the last GGUF opened by path stays loaded between turns.
 `clonekit chat runs/me/gguf/clone-q8_0.gguf` uses it (also importable as
-`from clonekit.gguf import chat_gguf`).
+`from clonekit.gguf_chat import chat_gguf`).
 
 Run as:
     python -c "from clonekit.gguf_chat import chat_gguf; print(chat_gguf('runs/me/gguf/clone-q8_0.gguf', [{'role': 'user', 'content': 'hi'}]))"

@@ -162,7 +162,7 @@ def write_modelfile(gguf_path: str | Path, out_dir: str | Path, chat_template: s
         "", "# Ollama (uses the Modelfile next to this file):",
         f"ollama create {model_name} -f Modelfile", f"ollama run {model_name}",
         "", "# Python (pip install 'clonekit[gguf]'):",
-        f"python -c \"from clonekit.gguf import chat_gguf; print(chat_gguf('{gguf_path.name}', [{{'role': 'user', 'content': 'hi'}}]))\"", "",
+        f"python -c \"from clonekit.gguf_chat import chat_gguf; print(chat_gguf('{gguf_path.name}', [{{'role': 'user', 'content': 'hi'}}]))\"", "",
     ]
     atomic_write_text(out_dir / "run.txt", "\n".join(run))
     return modelfile

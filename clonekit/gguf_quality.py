@@ -180,7 +180,8 @@ def measure_quality(files: dict[str, str | Path], sequences: list[EvalSequence],
     """
     from tqdm.auto import tqdm
 
-    from .gguf import inspect_gguf, load_gguf
+    from .gguf_chat import load_gguf
+    from .gguf_inspect import inspect_gguf
 
     if reference not in files:
         raise InputError(f"reference {reference!r} is not among the GGUF files {sorted(files)}")

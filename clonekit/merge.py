@@ -22,6 +22,7 @@ Run as:
     clonekit merge --run-dir runs/me              # CLI
     python -m clonekit.merge runs/me [out_dir]    # same thing, no CLI
 
+    >>> from clonekit.merge_lora import lora_scale
     >>> lora_scale(alpha=32, r=16), lora_scale(alpha=32, r=16, use_rslora=True)
     (2.0, 8.0)
 """
@@ -41,13 +42,11 @@ from typing import TYPE_CHECKING, Any
 from . import storage
 from .config import check, opt, save_config
 from .errors import InputError, require
-# Re-exported: clonekit.merge.<name> keeps working for callers (tests, bench/merge_4bit_choice.py).
-from .merge_io import (ShardWriter, _release_freed_memory, _resolve, describe_base, iter_safetensors, iter_torch_bin,  # noqa: F401
+from .merge_io import (ShardWriter, _release_freed_memory, _resolve, describe_base, iter_safetensors, iter_torch_bin,
                        list_base_weights, read_safetensors_header)
-from .merge_lora import Adapter, LoraWeights, lora_scale, match_pattern, read_adapter  # noqa: F401
-from .merge_nf4 import NF4_CODE, QuantSpec, nf4_round_trip, quant_spec_from_train_config, quantized_modules  # noqa: F401
-from .merge_verify import (DEFAULT_PROMPTS, PROBE_RESOLUTION, VERIFY_RTOL, _verify, lora_delta_y,  # noqa: F401
-                           verification_prompts, verify_merge, verify_tensors)
+from .merge_lora import Adapter, LoraWeights, read_adapter
+from .merge_nf4 import QuantSpec, nf4_round_trip, quant_spec_from_train_config
+from .merge_verify import _verify
 
 if TYPE_CHECKING:
     import torch

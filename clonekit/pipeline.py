@@ -65,7 +65,8 @@ def run_demo(out: str | Path, steps: int | None = None, quants: list[str] | None
     from .cli import print_manifest
     from .dataset import run_prepare
     from .evaluate import run_eval
-    from .gguf import chat_gguf, run_gguf
+    from .gguf import run_gguf
+    from .gguf_chat import chat_gguf
     from .merge import run_merge
     from .train import describe, run_train
 

@@ -410,7 +410,7 @@ def clone_responder(config) -> Callable[[list[dict[str, str]]], str]:
 
     path = Path(config.run_dir)
     if path.suffix == ".gguf":
-        from .gguf import chat_gguf
+        from .gguf_chat import chat_gguf
 
         system = config.system_prompt if config.system_prompt is not None else trained_system_prompt(path.parent)
         return lambda turns: chat_gguf(str(path), build_history(system, turns, config.history_turns), max_tokens=config.max_new_tokens,
