@@ -307,7 +307,6 @@ def run_prepare(config: DatasetConfig) -> PrepareResult:
     problems: list[str] = []
     segments: list[Conversation] = []
     seen: set[str] = set()
-    all_senders: Counter = Counter()
     n_chats = 0
     for i, path in enumerate(config.inputs):
         me = [config.me[i]] if len(config.me) == len(config.inputs) > 1 else config.me
@@ -344,9 +343,8 @@ def run_prepare(config: DatasetConfig) -> PrepareResult:
                     continue
                 seen.add(key)
                 segments.append(seg)
-        all_senders.update(senders)
     if config.me and not any(m.role == "assistant" for s in segments for m in s.messages):
-        raise ClonekitError(f"No messages from {', '.join(config.me)} in {', '.join(config.inputs)}. Check the spelling; senders found: {_top_senders(all_senders)}.")
+        raise ClonekitError(f"No messages from {', '.join(config.me)} in {', '.join(config.inputs)}. Check the spelling; senders found: {_top_senders(by_sender)}.")
     val_ids = split_conversations([s.id for s in segments if any(m.role == "assistant" for m in s.messages)], config.validation_fraction, config.seed)
     splits: dict[str, list[Example]] = {"train": [], "validation": []}
     for seg in segments:
